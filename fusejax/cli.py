@@ -1,0 +1,65 @@
+"""`fusejax` command line: convert, demo, train, compile-check."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def _convert(args) -> None:
+    from fusejax import checkpoint
+    from fusejax.models import load_hf, save_hf
+    from fusejax.sharding import make_mesh
+
+    mesh = make_mesh() if args.mesh_all_devices else None
+    if args.direction == "hf-to-orbax":
+        checkpoint._ensure_empty_destination(args.dst)
+        model, cfg = load_hf(args.src, dtype=args.dtype, mesh=mesh)
+        checkpoint.save_model(args.dst, model, step=0)
+        print(f"wrote {args.dst} ({cfg.model_type}, {cfg.num_layers} layers, params {args.dtype})")
+    else:
+        model = checkpoint.load_model(args.src, step=args.step, mesh=mesh)
+        out = save_hf(model, args.dst, tokenizer_dir=args.tokenizer, dtype=args.dtype)
+        print(f"wrote {out}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="fusejax", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    c = sub.add_parser("convert", help="HF safetensors <-> Orbax checkpoint")
+    c.add_argument("direction", choices=["hf-to-orbax", "orbax-to-hf"])
+    c.add_argument("src", help="HF model directory (hf-to-orbax) or checkpoint directory (orbax-to-hf)")
+    c.add_argument("dst", help="destination directory (must not exist or be empty)")
+    c.add_argument("--tokenizer", help="orbax-to-hf: HF directory whose tokenizer files and chat template to copy")
+    c.add_argument("--step", type=int, default=None, help="orbax-to-hf: checkpoint step (default: latest)")
+    c.add_argument("--dtype", default=None,
+                   help="hf-to-orbax: parameter dtype (default float32); orbax-to-hf: tensor dtype "
+                        "(default: the dtype the model was published in)")
+    c.add_argument("--mesh-all-devices", action="store_true",
+                   help="shard over all local devices while converting (for models larger than one device)")
+    c.set_defaults(func=_convert)
+
+    d = sub.add_parser("demo", help="tiny random HF models -> fusejax -> HF, printing parity figures")
+    d.add_argument("--out", default=None, help="work directory (default: a temporary one)")
+    d.set_defaults(func=lambda a: __import__("fusejax.demo", fromlist=["main"]).main(a.out))
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "convert" and args.dtype is None and args.direction == "hf-to-orbax":
+        args.dtype = "float32"
+    from fusejax.models.config import ConfigError
+    from fusejax.models.hf_io import WeightsError
+
+    try:
+        args.func(args)
+    except (ConfigError, WeightsError, FileExistsError, FileNotFoundError) as e:
+        print(f"fusejax: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,112 @@
+"""Tiny random HF models and a locally trained tokenizer: for the tests, the demo and CPU runs. No downloads.
+
+Needs the dev extra (torch, transformers).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+# A Llama-3-style chat template: the assistant turn ends with <|eot_id|>, which the model must learn to emit.
+CHAT_TEMPLATE = (
+    "{{ bos_token }}"
+    "{% for message in messages %}"
+    "{{ '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n' + message['content'] | trim + '<|eot_id|>' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}"
+)
+SPECIAL_TOKENS = ["<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>",
+                  "<|pad|>"]
+
+_CORPUS = [
+    "The quick brown fox jumps over the lazy dog.",
+    "What is 12 plus 30? The answer is 42.",
+    "def add(a, b):\n    return a + b",
+    "Write a haiku about the sea. Waves fold into foam.",
+    "Solve for x: 2x + 3 = 11. x = 4.",
+    "Explain gradient descent in one sentence.",
+    "Model fusion distils the strengths of several large models into a small one.",
+    "assert add(2, 3) == 5",
+    "用中文回答：今天天气很好。",
+]
+
+
+def tiny_tokenizer(out_dir: str | Path, vocab_size: int = 256):
+    """Train a byte-level BPE tokenizer locally and save it with a chat template. Returns the HF tokenizer."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
+    tok.train_from_iterator(_CORPUS * 20, trainer=trainer)
+    hf_tok = PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<|begin_of_text|>", eos_token="<|eot_id|>", pad_token="<|pad|>",
+    )
+    hf_tok.chat_template = CHAT_TEMPLATE
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    hf_tok.save_pretrained(out_dir)
+    return hf_tok
+
+
+def tiny_hf_config(family: str, **overrides):
+    """A small transformers config of `family` ("llama", "qwen2", "gemma2"); head_dim 32 so vLLM can run it too."""
+    from transformers import Gemma2Config, LlamaConfig, Qwen2Config
+
+    common = dict(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                  num_key_value_heads=2, head_dim=32, max_position_embeddings=512, bos_token_id=0, eos_token_id=4,
+                  pad_token_id=5)
+    if family == "llama":
+        cfg = dict(common, rope_theta=500000.0, tie_word_embeddings=False, rope_scaling={
+            "rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+            "original_max_position_embeddings": 32})
+        cls = LlamaConfig
+    elif family == "qwen2":
+        cfg = dict(common, rope_theta=1e6, tie_word_embeddings=True)
+        cls = Qwen2Config
+    elif family == "gemma2":
+        cfg = dict(common, sliding_window=8, query_pre_attn_scalar=24, attn_logit_softcapping=50.0,
+                   final_logit_softcapping=30.0, attn_implementation="eager")
+        cls = Gemma2Config
+    else:
+        raise ValueError(f"unknown family {family!r}")
+    cfg.update(overrides)
+    return cls(**cfg)
+
+
+def tiny_hf_model(family: str, seed: int = 0, scale: float = 0.08, dtype=None, **overrides):
+    """A randomly initialised transformers causal LM; all weights (norms and biases too) perturbed so that every
+    parameter matters for the output."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(tiny_hf_config(family, **overrides)).eval()
+    gemma_norm = family == "gemma2"
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "norm" in name:
+                p.copy_((0.0 if gemma_norm else 1.0) + 0.2 * torch.randn_like(p))
+            else:
+                p.copy_(scale * torch.randn_like(p))
+    if dtype is not None:
+        model = model.to(dtype)
+    return model
+
+
+def save_tiny_model(out_dir: str | Path, family: str = "llama", seed: int = 0, with_tokenizer: bool = True,
+                    **overrides) -> Path:
+    """Tiny random HF model (+ local tokenizer with a chat template) saved to out_dir."""
+    out_dir = Path(out_dir)
+    model = tiny_hf_model(family, seed=seed, **overrides)
+    model.save_pretrained(out_dir)
+    if with_tokenizer:
+        tiny_tokenizer(out_dir, vocab_size=model.config.vocab_size)
+        gen = {"bos_token_id": 0, "eos_token_id": 4, "pad_token_id": 5}
+        (out_dir / "generation_config.json").write_text(json.dumps(gen, indent=2))
+    return out_dir
