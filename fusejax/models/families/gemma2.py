@@ -47,7 +47,8 @@ def to_hf(cfg: ModelConfig) -> dict:
         attn_logit_softcapping=cfg.attn_logit_softcap,
         final_logit_softcapping=cfg.final_logit_softcap,
         sliding_window=cfg.sliding_window,
-        query_pre_attn_scalar=cfg.query_pre_attn_scalar,
+        # transformers 5 validates this field as an int
+        query_pre_attn_scalar=int(q) if (q := cfg.query_pre_attn_scalar) is not None and float(q).is_integer() else q,
         attention_bias=False,
         cache_implementation="hybrid",
     )
