@@ -40,6 +40,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="shard over all local devices while converting (for models larger than one device)")
     c.set_defaults(func=_convert)
 
+    t = sub.add_parser("train", help="SFT / DPO training from a YAML config (same as train.py)", add_help=False)
+    t.add_argument("rest", nargs=argparse.REMAINDER)
+    t.set_defaults(func=lambda a: sys.exit(__import__("fusejax.training.loop", fromlist=["main"]).main(a.rest)))
+
     d = sub.add_parser("demo", help="tiny random HF models -> fusejax -> HF, printing parity figures")
     d.add_argument("--out", default=None, help="work directory (default: a temporary one)")
     d.set_defaults(func=lambda a: __import__("fusejax.demo", fromlist=["main"]).main(a.out))

@@ -32,7 +32,7 @@ _CORPUS = [
 ]
 
 
-def tiny_tokenizer(out_dir: str | Path, vocab_size: int = 256):
+def tiny_tokenizer(out_dir: str | Path, vocab_size: int = 320):
     """Train a byte-level BPE tokenizer locally and save it with a chat template. Returns the HF tokenizer."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
@@ -103,10 +103,48 @@ def save_tiny_model(out_dir: str | Path, family: str = "llama", seed: int = 0, w
                     **overrides) -> Path:
     """Tiny random HF model (+ local tokenizer with a chat template) saved to out_dir."""
     out_dir = Path(out_dir)
+    if with_tokenizer:
+        tok = tiny_tokenizer(out_dir)
+        overrides.setdefault("vocab_size", len(tok))
     model = tiny_hf_model(family, seed=seed, **overrides)
     model.save_pretrained(out_dir)
     if with_tokenizer:
-        tiny_tokenizer(out_dir, vocab_size=model.config.vocab_size)
         gen = {"bos_token_id": 0, "eos_token_id": 4, "pad_token_id": 5}
         (out_dir / "generation_config.json").write_text(json.dumps(gen, indent=2))
     return out_dir
+
+
+_PROMPTS = ["What is {a} plus {b}?", "Write a short line about the number {a}.", "Name a colour and the number {b}.",
+            "Explain why {a} is less than {b}.", "用中文说出数字 {a}。"]
+
+
+def tiny_datasets(out_dir: str | Path, n_sft: int = 64, n_dpo: int = 64, seed: int = 0) -> dict[str, Path]:
+    """Synthetic SFT and DPO JSONL files in the FuseChat-3.0 schema (for CPU runs and tests)."""
+    import random
+
+    rnd = random.Random(seed)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    def prompt():
+        a, b = rnd.randint(1, 50), rnd.randint(51, 99)
+        return rnd.choice(_PROMPTS).format(a=a, b=b), a, b
+
+    sft, dpo = [], []
+    for i in range(n_sft):
+        p, a, b = prompt()
+        msgs = [{"role": "user", "content": p}, {"role": "assistant", "content": f"The answer is {a + b}."}]
+        if i % 4 == 0:  # some multi-turn rows with a system prompt
+            msgs = [{"role": "system", "content": "Be brief."}] + msgs + [
+                {"role": "user", "content": "And doubled?"}, {"role": "assistant", "content": f"{2 * (a + b)}."}]
+        sft.append({"messages": msgs})
+    for _ in range(n_dpo):
+        p, a, b = prompt()
+        dpo.append({"prompt": [{"role": "user", "content": p}],
+                    "chosen": [{"role": "user", "content": p}, {"role": "assistant", "content": f"It is {a + b}."}],
+                    "rejected": [{"role": "user", "content": p},
+                                 {"role": "assistant", "content": f"Maybe {a + b + rnd.randint(1, 9)}, not sure."}]})
+    paths = {"sft": out_dir / "sft.jsonl", "dpo": out_dir / "dpo.jsonl"}
+    for name, rows in (("sft", sft), ("dpo", dpo)):
+        paths[name].write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    return paths

@@ -1,0 +1,172 @@
+"""Pure, jitted train steps: step(state, batch) -> (state, metrics).
+
+Batches arrive as [A, b, ...] (A gradient-accumulation micro-batches of b rows). Losses are (sum, count) pairs: each
+micro-batch contributes sum / (count over the whole global batch), so accumulation gives the same gradient as one big
+batch, token-weighted for SFT and pair-weighted for DPO.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+
+from fusejax.training import losses
+
+
+@dataclasses.dataclass(frozen=True)
+class StepOptions:
+    stage: str  # "sft" | "dpo"
+    chunk: int = 512
+    beta: float = 0.1
+    loss_type: str = "sigmoid"
+    label_smoothing: float = 0.0
+    reference: str = "precomputed"  # DPO: "model" (frozen copy in the state) or "precomputed" (in the batch)
+
+
+def make_optimizer(learning_rate: float, total_steps: int, warmup_ratio: float, weight_decay: float,
+                   max_grad_norm: float, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8):
+    """AdamW with linear warmup (ceil(ratio * steps), as HF) then cosine decay to 0; global-norm clipping.
+
+    Returns (optimizer, schedule)."""
+    total_steps = max(1, total_steps)
+    warmup = min(int(-(-warmup_ratio * total_steps // 1)), total_steps - 1) if warmup_ratio > 0 else 0
+    schedule = optax.warmup_cosine_decay_schedule(0.0 if warmup else learning_rate, learning_rate, warmup,
+                                                  total_steps, end_value=0.0)
+    clip = [optax.clip_by_global_norm(max_grad_norm)] if max_grad_norm and max_grad_norm > 0 else []
+    tx = optax.chain(*clip, optax.adamw(schedule, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay))
+    return tx, schedule
+
+
+def _sft_loss(params, graphdef, batch, total_tokens, opts: StepOptions):
+    model = nnx.merge(graphdef, params)
+    hidden = model(batch["input_ids"], batch["positions"], batch["segment_ids"], return_hidden=True)
+    targets, weights = losses.shifted_targets(batch["input_ids"], batch["loss_mask"], batch["segment_ids"])
+    logp, correct = losses.target_logprobs(model, hidden, targets, opts.chunk)
+    loss_sum = -(logp * weights).sum()
+    aux = {"loss_sum": loss_sum, "correct_sum": (correct * weights).sum(), "tokens": weights.sum()}
+    return loss_sum / total_tokens, aux
+
+
+def _pair_logps(model, batch, chunk):
+    """[b,2,L] chosen/rejected side by side -> one forward pass over [2b, L] -> (logps [b,2], lengths [b,2])."""
+    ids, mask = batch["input_ids"], batch["loss_mask"]
+    b = ids.shape[0]
+    flat_ids = jnp.concatenate([ids[:, 0], ids[:, 1]], axis=0)
+    flat_mask = jnp.concatenate([mask[:, 0], mask[:, 1]], axis=0)
+    logps, lengths = losses.sequence_logprobs(model, flat_ids, flat_mask, chunk)
+    return jnp.stack([logps[:b], logps[b:]], axis=1), jnp.stack([lengths[:b], lengths[b:]], axis=1)
+
+
+def _dpo_loss(params, graphdef, batch, total_pairs, opts: StepOptions, ref_params=None):
+    policy, lengths = _pair_logps(nnx.merge(graphdef, params), batch, opts.chunk)
+    if opts.reference == "model":
+        ref, _ = _pair_logps(nnx.merge(graphdef, ref_params), batch, opts.chunk)
+        ref = jax.lax.stop_gradient(ref)
+    else:
+        ref = batch["ref_logps"]
+    per_pair, r_chosen, r_rejected = losses.dpo_loss(
+        policy[:, 0], policy[:, 1], ref[:, 0], ref[:, 1], lengths[:, 0], lengths[:, 1],
+        opts.beta, opts.loss_type, opts.label_smoothing,
+    )
+    aux = {
+        "loss_sum": per_pair.sum(), "pairs": jnp.float32(per_pair.shape[0]),
+        "rewards_chosen_sum": r_chosen.sum(), "rewards_rejected_sum": r_rejected.sum(),
+        "accuracy_sum": (r_chosen > r_rejected).sum().astype(jnp.float32),
+        "policy_chosen_sum": policy[:, 0].sum(), "policy_rejected_sum": policy[:, 1].sum(),
+        "ref_chosen_sum": ref[:, 0].sum(), "ref_rejected_sum": ref[:, 1].sum(),
+        "tokens": lengths.sum(),
+    }
+    return per_pair.sum() / total_pairs, aux
+
+
+def _finish_metrics(stage: str, sums: dict) -> dict:
+    if stage == "sft":
+        n = jnp.maximum(sums["tokens"], 1.0)
+        return {"loss": sums["loss_sum"] / n, "accuracy": sums["correct_sum"] / n, "tokens": sums["tokens"]}
+    n = jnp.maximum(sums["pairs"], 1.0)
+    out = {"loss": sums["loss_sum"] / n, "tokens": sums["tokens"]}
+    for k in ("rewards_chosen", "rewards_rejected", "accuracy", "policy_chosen", "policy_rejected", "ref_chosen",
+              "ref_rejected"):
+        out[k if k != "accuracy" else "preference_accuracy"] = sums[f"{k}_sum"] / n
+    out["margin"] = out["rewards_chosen"] - out["rewards_rejected"]
+    return out
+
+
+def _total(stage: str, batch: dict):
+    if stage == "sft":
+        A, b, T = batch["input_ids"].shape
+        flat = {k: v.reshape(A * b, T) for k, v in batch.items() if k in ("input_ids", "loss_mask", "segment_ids")}
+        _, w = losses.shifted_targets(flat["input_ids"], flat["loss_mask"], flat["segment_ids"])
+        return jnp.maximum(w.sum(), 1.0)
+    return jnp.float32(batch["input_ids"].shape[0] * batch["input_ids"].shape[1])
+
+
+def make_train_step(graphdef, tx: optax.GradientTransformation, schedule, opts: StepOptions):
+    """step(state, batch) -> (state, metrics); state = {"params", "opt_state", "step"[, "ref_params"]}."""
+    loss_fn = _sft_loss if opts.stage == "sft" else _dpo_loss
+
+    def step(state: dict[str, Any], batch: dict[str, jax.Array]):
+        params = state["params"]
+        total = _total(opts.stage, batch)
+        extra = (state["ref_params"],) if opts.stage == "dpo" and opts.reference == "model" else ()
+        grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+
+        def micro(carry, mb):
+            grads, sums = carry
+            (_, aux), g = grad_fn(params, graphdef, mb, total, opts, *extra)
+            grads = jax.tree.map(jnp.add, grads, g)
+            sums = jax.tree.map(jnp.add, sums, aux)
+            return (grads, sums), None
+
+        first = jax.tree.map(lambda x: x[0], batch)
+        aux_shape = jax.eval_shape(lambda: grad_fn(params, graphdef, first, total, opts, *extra)[0][1])
+        zeros = (jax.tree.map(jnp.zeros_like, params), jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), aux_shape))
+        (grads, sums), _ = jax.lax.scan(micro, zeros, batch)
+        updates, opt_state = tx.update(grads, state["opt_state"], params)
+        new_state = dict(state, params=optax.apply_updates(params, updates), opt_state=opt_state,
+                         step=state["step"] + 1)
+        metrics = _finish_metrics(opts.stage, sums)
+        metrics["grad_norm"] = optax.global_norm(grads)
+        metrics["learning_rate"] = schedule(state["step"])
+        return new_state, metrics
+
+    return step
+
+
+def make_eval_step(graphdef, opts: StepOptions):
+    """eval(params, batch[, ref_params]) -> metric sums over one [A, b, ...] batch (no update)."""
+    loss_fn = _sft_loss if opts.stage == "sft" else _dpo_loss
+
+    def evaluate(params, batch, ref_params=None):
+        extra = (ref_params,) if opts.stage == "dpo" and opts.reference == "model" else ()
+
+        def micro(sums, mb):
+            _, aux = loss_fn(params, graphdef, mb, 1.0, opts, *extra)
+            return (aux if sums is None else jax.tree.map(jnp.add, sums, aux)), None
+
+        first = jax.tree.map(lambda x: x[0], batch)
+        sums, _ = micro(None, first)
+        rest = jax.tree.map(lambda x: x[1:], batch)
+        sums, _ = jax.lax.scan(micro, sums, rest)
+        return sums
+
+    return evaluate
+
+
+def make_reference_step(graphdef, chunk: int):
+    """ref(params, batch [b,2,L]) -> sequence log-prob sums [b, 2] (for precomputing DPO reference log-probs)."""
+
+    def ref(params, batch):
+        logps, _ = _pair_logps(nnx.merge(graphdef, params), batch, chunk)
+        return logps
+
+    return ref
+
+
+def finish_eval(stage: str, sums: dict) -> dict:
+    return {k: float(v) for k, v in _finish_metrics(stage, sums).items()}
