@@ -180,7 +180,7 @@ def _coerce_numbers(tree: Any) -> Any:
     return tree
 
 
-def load_config(path: str | Path | None, overrides: list[str] = ()) -> TrainConfig:
+def load_config(path: str | Path | None, overrides: list[str] = (), check_paths: bool = True) -> TrainConfig:
     data: dict = {}
     if path is not None:
         path = Path(path)
@@ -201,19 +201,19 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> TrainConf
                 raise ConfigError(f"override '{item}': {k} is not a section")
         node[keys[-1]] = value
     cfg = _from_dict(TrainConfig, _coerce_numbers(data), "")
-    validate(cfg)
+    validate(cfg, check_paths)
     return cfg
 
 
-def validate(cfg: TrainConfig) -> None:
+def validate(cfg: TrainConfig, check_paths: bool = True) -> None:
     if not cfg.model.path:
         raise ConfigError("model.path: required (HF directory, hub id or Orbax checkpoint)")
     if not cfg.data.train:
         raise ConfigError("data.train: required (JSONL/Parquet files or a hub dataset id)")
     for p in cfg.data.train + cfg.data.eval:
-        if _looks_local(p) and not Path(p).exists():
+        if check_paths and _looks_local(p) and not Path(p).exists():
             raise ConfigError(f"data: file not found: {p}")
-    if _looks_local(cfg.model.path) and not Path(cfg.model.path).exists():
+    if check_paths and _looks_local(cfg.model.path) and not Path(cfg.model.path).exists():
         raise ConfigError(f"model.path: not found: {cfg.model.path}")
     t = cfg.train
     if t.global_batch_size <= 0 or t.grad_accum_steps <= 0 or t.global_batch_size % t.grad_accum_steps:

@@ -400,7 +400,8 @@ def _restore(mgr, step: int, state: dict):
         train_state=ocp.args.JsonRestore(),
     ))
     new_state = dict(state, params=restored["params"], opt_state=restored["opt_state"],
-                     step=jnp.asarray(restored["train_state"]["step"], jnp.int32))
+                     step=jax.device_put(jnp.asarray(restored["train_state"]["step"], jnp.int32),
+                                         state["step"].sharding))
     return new_state, int(restored["train_state"]["step"]), restored["train_state"]["data_iterator"]
 
 
