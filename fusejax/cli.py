@@ -23,6 +23,24 @@ def _convert(args) -> None:
         print(f"wrote {out}")
 
 
+def _tiny_assets(args) -> None:
+    from fusejax.tiny import save_tiny_model, tiny_datasets
+
+    from pathlib import Path
+
+    from fusejax.tiny import tiny_pipeline_assets
+
+    out = Path(args.out)
+    if (out / "model" / "config.json").exists():
+        print(f"{out}: tiny assets already there")
+        return
+    save_tiny_model(out / "model", "llama")
+    paths = tiny_datasets(out / "data")
+    tiny_pipeline_assets(out / "pipeline")
+    print(f"wrote {out}: model/ (tiny Llama + tokenizer), data/ ({paths['sft'].name}, {paths['dpo'].name}), "
+          "pipeline/ (source models, reward model, prompt files)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="fusejax", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -40,9 +58,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="shard over all local devices while converting (for models larger than one device)")
     c.set_defaults(func=_convert)
 
-    t = sub.add_parser("train", help="SFT / DPO training from a YAML config (same as train.py)", add_help=False)
-    t.add_argument("rest", nargs=argparse.REMAINDER)
-    t.set_defaults(func=lambda a: sys.exit(__import__("fusejax.training.loop", fromlist=["main"]).main(a.rest)))
+    # Subcommands with their own parsers (see main): listed here for --help.
+    sub.add_parser("train", help="SFT / DPO training from a YAML config (same as train.py)")
+    sub.add_parser("compile-check", help="ahead-of-time TPU compile of the train step: memory vs HBM")
+
+    ta = sub.add_parser("tiny-assets", help="write a tiny random Llama + tokenizer and SFT/DPO JSONL (CPU runs)")
+    ta.add_argument("out", nargs="?", default="runs/tiny/assets")
+    ta.set_defaults(func=_tiny_assets)
 
     d = sub.add_parser("demo", help="tiny random HF models -> fusejax -> HF, printing parity figures")
     d.add_argument("--out", default=None, help="work directory (default: a temporary one)")
@@ -51,6 +73,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] == "train":
+        from fusejax.training.loop import main as train_main
+
+        return train_main(argv[1:])
+    if argv and argv[0] == "compile-check":
+        from fusejax.training.compile_check import main as check_main
+
+        return check_main(argv[1:])
     args = build_parser().parse_args(argv)
     if args.command == "convert" and args.dtype is None and args.direction == "hf-to-orbax":
         args.dtype = "float32"

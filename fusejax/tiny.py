@@ -58,7 +58,7 @@ def tiny_hf_config(family: str, **overrides):
     """A small transformers config of `family` ("llama", "qwen2", "gemma2"); head_dim 32 so vLLM can run it too."""
     from transformers import Gemma2Config, LlamaConfig, Qwen2Config
 
-    common = dict(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+    common = dict(vocab_size=256, hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
                   num_key_value_heads=2, head_dim=32, max_position_embeddings=512, bos_token_id=0, eos_token_id=4,
                   pad_token_id=5)
     if family == "llama":
@@ -148,3 +148,64 @@ def tiny_datasets(out_dir: str | Path, n_sft: int = 64, n_dpo: int = 64, seed: i
     for name, rows in (("sft", sft), ("dpo", dpo)):
         paths[name].write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
     return paths
+
+
+def tiny_reward_model(out_dir: str | Path, seed: int = 7) -> Path:
+    """A tiny random Llama sequence-classification reward model (num_labels=1) with the local tokenizer."""
+    import torch
+    from transformers import LlamaForSequenceClassification
+
+    out_dir = Path(out_dir)
+    tok = tiny_tokenizer(out_dir)
+    cfg = tiny_hf_config("llama", vocab_size=len(tok), num_labels=1, rope_scaling=None)
+    cfg.pad_token_id = tok.pad_token_id
+    torch.manual_seed(seed)
+    model = LlamaForSequenceClassification(cfg).eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            p.copy_((1.0 if "norm" in name else 0.0) + (0.2 if "norm" in name else 0.08) * torch.randn_like(p))
+    model.save_pretrained(out_dir)
+    return out_dir
+
+
+def tiny_prompt_sets(out_dir: str | Path) -> dict[str, Path]:
+    """Small prompt files for each domain of the recipe (instruction, math with gold answers, code with tests,
+    Chinese), including rows the selection must drop (math/code inside instruction sets, duplicates, bad rows)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    instruction = [{"instruction": t} for t in [
+        "Write a haiku about autumn leaves.", "Give three tips for sleeping well.", "Describe a cat in one sentence.",
+        "What makes a good friend?", "Suggest a name for a bakery.", "Explain why the sky looks blue.",
+        "Write a limerick about a frog.", "List two uses for a paperclip.",
+        "Solve 3x + 5 = 20 for x.",  # math: dropped from instruction sets
+        "Write a Python function that reverses a string.",  # code: dropped
+        "Give three tips for sleeping well!",  # normalised duplicate
+    ]] + [{"instruction": f"Write a {adj} sentence about {noun}."}
+          for adj in ("short", "happy", "strange", "formal", "poetic")
+          for noun in ("rivers", "mountains", "libraries", "trains", "gardens", "winter")] + [
+        {"wrong_field": "no instruction here"}]
+    math = [{"problem": f"What is {a} + {b}?", "expected_answer": str(a + b)} for a, b in
+            [(2, 3), (10, 32), (7, 8), (100, 250), (6, 6), (13, 29)]]
+    code = [{"instruction": f"Write a Python function `{n}` that {d}.", "tests": t} for n, d, t in [
+        ("add", "adds two numbers", "assert add(2, 3) == 5"),
+        ("square", "squares a number", "assert square(4) == 16"),
+        ("rev", "reverses a list", "assert rev([1, 2]) == [2, 1]"),
+        ("nothing", "does nothing", ""),  # no tests: dropped
+    ]]
+    chinese = [{"instruction": t} for t in ["用一句话介绍长城。", "写一首关于春天的短诗。", "推荐一本好书。",
+                                            "计算 12 加 30 等于多少？"]]  # the last one is math: dropped
+    paths = {}
+    for name, rows in (("instruction", instruction), ("math", math), ("code", code), ("chinese", chinese)):
+        paths[name] = out_dir / f"{name}.jsonl"
+        paths[name].write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    return paths
+
+
+def tiny_pipeline_assets(root: str | Path) -> dict[str, Path]:
+    """Everything configs/data/tiny.yaml needs: two tiny source models, a tiny reward model, prompt files."""
+    root = Path(root)
+    out = {"source_a": save_tiny_model(root / "source-a", "llama", seed=1),
+           "source_b": save_tiny_model(root / "source-b", "qwen2", seed=2),
+           "reward": tiny_reward_model(root / "reward")}
+    out.update(tiny_prompt_sets(root / "prompts"))
+    return out

@@ -33,7 +33,7 @@ from fusejax.sharding import logical_to_spec, make_mesh
 from fusejax.training import data as data_lib
 from fusejax.training.config import TrainConfig, to_dict
 from fusejax.training.step import (StepOptions, finish_eval, make_eval_step, make_optimizer, make_reference_step,
-                                   make_train_step)
+                                   make_train_step, opt_state_shardings)
 
 # Peak dense bf16 FLOP/s per chip, for the MFU estimate (public spec sheets).
 PEAK_FLOPS = {"TPU v4": 275e12, "TPU v5 lite": 197e12, "TPU v5e": 197e12, "TPU v5": 459e12, "TPU v5p": 459e12,
@@ -292,8 +292,9 @@ def run(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None) -
                                   cfg.optim.eps)
 
     param_shardings = jax.tree.map(lambda x: x.sharding, params)
+    opt_shardings = opt_state_shardings(jax.eval_shape(tx.init, params), param_shardings, NamedSharding(mesh, P()))
     with jax.set_mesh(mesh):
-        opt_state = jax.jit(tx.init)(params)
+        opt_state = jax.jit(tx.init, out_shardings=opt_shardings)(params)
     state = {"params": params, "opt_state": opt_state, "step": jnp.zeros((), jnp.int32)}
     if cfg.stage == "dpo" and cfg.dpo.reference == "model":
         state["ref_params"] = jax.tree.map(jnp.copy, params)

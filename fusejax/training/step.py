@@ -170,3 +170,21 @@ def make_reference_step(graphdef, chunk: int):
 
 def finish_eval(stage: str, sums: dict) -> dict:
     return {k: float(v) for k, v in _finish_metrics(stage, sums).items()}
+
+
+def opt_state_shardings(opt_state_shapes, param_shardings, replicated):
+    """Shardings for an optax state: every params-shaped subtree (mu, nu, ...) follows the parameters' shardings,
+    everything else (counts) is replicated. (Left to itself, XLA may replicate the zeros of tx.init.)"""
+    by_path = {}
+    for path, s in jax.tree_util.tree_flatten_with_path(param_shardings)[0]:
+        by_path[tuple(getattr(k, "key", None) for k in path)] = s
+
+    def pick(path, leaf):
+        keys = tuple(getattr(k, "key", None) for k in path)
+        for i in range(len(keys)):
+            s = by_path.get(keys[i:])
+            if s is not None and len(s.spec) <= len(leaf.shape):
+                return s
+        return replicated
+
+    return jax.tree_util.tree_map_with_path(pick, opt_state_shapes)

@@ -50,7 +50,7 @@ def test_extra_tensor(hf_dir):
 
 def test_misshaped_tensor(hf_dir):
     _edit_tensors(hf_dir, lambda t: t.update({"model.norm.weight": t["model.norm.weight"][:32].clone()}))
-    with pytest.raises(WeightsError, match=r"'model\.norm\.weight' has shape \[32\], config\.json implies \[64\]"):
+    with pytest.raises(WeightsError, match=r"'model\.norm\.weight' has shape \[32\], config\.json implies \[128\]"):
         load_hf(hf_dir)
 
 

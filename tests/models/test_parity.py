@@ -73,7 +73,7 @@ def test_hidden_states_project_to_logits(tmp_path):
     model, _ = load_hf(tmp_path)
     ids = jnp.asarray(np.random.default_rng(4).integers(0, 256, (1, 16)))
     hidden = model(ids, return_hidden=True)
-    assert hidden.shape == (1, 16, 64)
+    assert hidden.shape == (1, 16, 128)
     with torch.no_grad():
         ref_hidden = hf(torch.tensor(np.asarray(ids)), output_hidden_states=True).hidden_states[-1].numpy()
     np.testing.assert_allclose(np.asarray(hidden), ref_hidden, atol=TOL, rtol=0)

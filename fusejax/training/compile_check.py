@@ -1,0 +1,186 @@
+"""Ahead-of-time compile of the real train step for a TPU slice, on a machine without TPUs (needs libtpu:
+`pip install 'fusejax[tpu]'`), reporting per-device memory against the chip's HBM.
+
+    fusejax compile-check --config configs/train/llama3.1-8b-dpo.yaml --topology v5p-8
+
+Exit status 0 when the step fits, 1 when it does not, 2 on bad input.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+# GCP accelerator type -> (topology name for libtpu, chip config, HBM bytes per chip).
+# v4 and v5p names count TensorCores (2 per chip, run as one "megacore" device); v5e and v6e names count chips.
+GIB = 1024**3
+TOPOLOGIES = {
+    "v4-8": ("v4:2x2x1", "megacore", 32 * GIB), "v4-16": ("v4:2x2x2", "megacore", 32 * GIB),
+    "v4-32": ("v4:2x2x4", "megacore", 32 * GIB),
+    "v5p-8": ("v5p:2x2x1", "megacore", 95 * GIB), "v5p-16": ("v5p:2x2x2", "megacore", 95 * GIB),
+    "v5p-32": ("v5p:2x2x4", "megacore", 95 * GIB),
+    "v5e-4": ("v5e:2x2", None, 16 * GIB), "v5e-8": ("v5e:2x4", None, 16 * GIB), "v5e-16": ("v5e:4x4", None, 16 * GIB),
+    "v5e-32": ("v5e:4x8", None, 16 * GIB),
+    "v6e-4": ("v6e:2x2", None, 32 * GIB), "v6e-8": ("v6e:2x4", None, 32 * GIB), "v6e-16": ("v6e:4x4", None, 32 * GIB),
+}
+# Hub ids of the recipe's targets -> presets, so the check needs no download.
+HUB_PRESETS = {
+    "meta-llama/Llama-3.1-8B-Instruct": "llama3.1-8b", "meta-llama/Llama-3.2-3B-Instruct": "llama3.2-3b",
+    "meta-llama/Llama-3.2-1B-Instruct": "llama3.2-1b", "Qwen/Qwen2.5-7B-Instruct": "qwen2.5-7b",
+    "google/gemma-2-9b-it": "gemma2-9b",
+}
+
+
+@dataclasses.dataclass
+class CompileReport:
+    topology: str
+    devices: int
+    stage: str
+    model: str
+    global_batch: int
+    grad_accum: int
+    max_length: int
+    argument_bytes: int
+    output_bytes: int
+    temp_bytes: int
+    alias_bytes: int
+    peak_bytes: int
+    hbm_bytes: int
+    compile_s: float
+
+    @property
+    def fits(self) -> bool:
+        return self.peak_bytes <= self.hbm_bytes
+
+    def line(self) -> str:
+        g = lambda b: f"{b / GIB:.2f} GiB"  # noqa: E731
+        return (f"{self.model} {self.stage} on {self.topology} ({self.devices} devices), global batch "
+                f"{self.global_batch} (accum {self.grad_accum}) x {self.max_length}: per device arguments "
+                f"{g(self.argument_bytes)}, temporaries {g(self.temp_bytes)}, peak {g(self.peak_bytes)} of "
+                f"{g(self.hbm_bytes)} HBM -> {'fits' if self.fits else 'DOES NOT FIT'} "
+                f"(compiled in {self.compile_s:.0f}s)")
+
+
+def _quiet_libtpu() -> None:
+    os.environ.setdefault("TPU_SKIP_MDS_QUERY", "1")
+    os.environ.setdefault("TPU_WORKER_HOSTNAMES", "localhost")
+    os.environ.setdefault("TPU_ACCELERATOR_TYPE", "v5litepod-8")
+    os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+
+def model_config_for(cfg, preset: str | None):
+    from fusejax.models import preset as get_preset, read_hf_config
+    from fusejax.models.config import ConfigError
+
+    if preset:
+        return get_preset(preset), preset
+    path = cfg.model.path
+    if (Path(path) / "config.json").is_file():
+        return read_hf_config(path)[0], Path(path).name
+    if path in HUB_PRESETS:
+        return get_preset(HUB_PRESETS[path]), HUB_PRESETS[path]
+    raise ConfigError(f"compile-check: cannot tell the architecture of model.path '{path}' without downloading; "
+                      "pass --preset (one of fusejax.models.PRESETS)")
+
+
+def compile_step(cfg, model_cfg, devices, hbm_bytes: int, topology: str, model_name: str) -> CompileReport:
+    """Lower and compile the train step of `cfg` for `devices` (TPU topology devices or real ones)."""
+    import jax
+    import jax.numpy as jnp
+    from flax import nnx
+    from jax.sharding import NamedSharding, PartitionSpec as P
+
+    from fusejax.models import RuntimeOptions, abstract_model, state_shardings
+    from fusejax.sharding import make_mesh
+    from fusejax.training.loop import batch_sharding
+    from fusejax.training.step import StepOptions, make_optimizer, make_train_step, opt_state_shardings
+
+    mesh = make_mesh(cfg.mesh, devices=devices)
+    options = RuntimeOptions(param_dtype=cfg.model.param_dtype, compute_dtype=cfg.model.compute_dtype,
+                             remat=cfg.model.remat, scan_layers=cfg.model.scan_layers)
+    graphdef, abstract_state = nnx.split(abstract_model(model_cfg, options))
+    shardings = nnx.to_pure_dict(state_shardings(abstract_state, mesh))
+    params = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                          nnx.to_pure_dict(abstract_state), shardings)
+    tx, schedule = make_optimizer(cfg.optim.learning_rate, 1000, cfg.optim.warmup_ratio, cfg.optim.weight_decay,
+                                  cfg.optim.max_grad_norm)
+    opts = StepOptions(stage=cfg.stage, chunk=cfg.data.loss_chunk, beta=cfg.dpo.beta, loss_type=cfg.dpo.loss,
+                       label_smoothing=cfg.dpo.label_smoothing, reference=cfg.dpo.reference)
+    replicated = NamedSharding(mesh, P())
+    opt_shardings = opt_state_shardings(jax.eval_shape(tx.init, params), shardings, replicated)
+    opt_state = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                             jax.eval_shape(tx.init, params), opt_shardings)
+    state = {"params": params, "opt_state": opt_state, "step": jax.ShapeDtypeStruct((), jnp.int32, sharding=replicated)}
+    if cfg.stage == "dpo" and cfg.dpo.reference == "model":
+        state["ref_params"] = params
+
+    A, L = cfg.train.grad_accum_steps, cfg.data.max_length
+    b = cfg.train.global_batch_size // A
+    row = (A, b, 2, L) if cfg.stage == "dpo" else (A, b, L)
+    fields = ["input_ids", "loss_mask"] + (["segment_ids", "positions"] if cfg.stage == "sft" else [])
+    batch = {k: jax.ShapeDtypeStruct(row, jnp.int32, sharding=batch_sharding(mesh, row)) for k in fields}
+    if cfg.stage == "dpo" and cfg.dpo.reference == "precomputed":
+        batch["ref_logps"] = jax.ShapeDtypeStruct((A, b, 2), jnp.float32, sharding=batch_sharding(mesh, (A, b, 2)))
+
+    step = make_train_step(graphdef, tx, schedule, opts)
+    t0 = time.time()
+    with jax.set_mesh(mesh):
+        compiled = jax.jit(step, donate_argnums=0).lower(state, batch).compile()
+    mem = compiled.memory_analysis()
+    args = int(mem.argument_size_in_bytes)
+    out = int(mem.output_size_in_bytes)
+    temp = int(mem.temp_size_in_bytes)
+    alias = int(mem.alias_size_in_bytes)
+    peak = int(getattr(mem, "peak_memory_in_bytes", 0) or (args + out + temp - alias))
+    return CompileReport(topology, len(devices), cfg.stage, model_name, cfg.train.global_batch_size, A, L, args, out,
+                         temp, alias, peak, hbm_bytes, time.time() - t0)
+
+
+def tpu_devices(topology: str):
+    from jax.experimental import topologies
+
+    from fusejax.models.config import ConfigError
+
+    if topology not in TOPOLOGIES:
+        raise ConfigError(f"--topology: unknown '{topology}' (known: {', '.join(TOPOLOGIES)})")
+    name, chip_config, hbm = TOPOLOGIES[topology]
+    kwargs = {"chip_config_name": chip_config} if chip_config else {}
+    try:
+        topo = topologies.get_topology_desc(topology_name=name, platform="tpu", **kwargs)
+    except Exception as e:  # libtpu missing or too old: say how to get it
+        raise ConfigError(f"compile-check needs libtpu (pip install 'fusejax[tpu]'): {type(e).__name__}: {e}") from None
+    return list(topo.devices), hbm
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="fusejax compile-check", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", required=True)
+    ap.add_argument("--topology", required=True, help=f"one of {', '.join(TOPOLOGIES)}")
+    ap.add_argument("--preset", default=None, help="architecture preset (default: from model.path)")
+    ap.add_argument("--json", default=None, help="also write the report as JSON to this file")
+    ap.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.grad_accum_steps=16")
+    args = ap.parse_args(argv)
+    _quiet_libtpu()
+
+    from fusejax.models.config import ConfigError
+    from fusejax.training.config import load_config
+
+    try:
+        cfg = load_config(args.config, args.overrides, check_paths=False)
+        model_cfg, name = model_config_for(cfg, args.preset)
+        devices, hbm = tpu_devices(args.topology)
+        report = compile_step(cfg, model_cfg, devices, hbm, args.topology, name)
+    except ConfigError as e:
+        print(f"fusejax: error: {e}", file=sys.stderr)
+        return 2
+    print(report.line(), flush=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps({**dataclasses.asdict(report), "fits": report.fits}, indent=2) + "\n")
+    return 0 if report.fits else 1
