@@ -82,6 +82,10 @@ def main(argv: list[str] | None = None) -> int:
         from fusejax.training.compile_check import main as check_main
 
         return check_main(argv[1:])
+    if argv and argv[0] == "demo":
+        import os
+
+        os.environ.setdefault("JAX_PLATFORMS", "cpu")  # the demo is CPU-sized; skip probing for accelerators
     args = build_parser().parse_args(argv)
     if args.command == "convert" and args.dtype is None and args.direction == "hf-to-orbax":
         args.dtype = "float32"
