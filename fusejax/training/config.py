@@ -69,7 +69,7 @@ class DPOSection:
 
 @dataclasses.dataclass
 class CheckpointSection:
-    dir: str | None = None  # default OUTPUT_DIR/checkpoints
+    dir: str | None = None  # default OUTPUT_DIR/checkpoints; gs://... on multi-host pods
     save_every: int = 100
     keep: int = 2
     async_save: bool = True
@@ -206,6 +206,9 @@ def load_config(path: str | Path | None, overrides: list[str] = (), check_paths:
 
 
 def validate(cfg: TrainConfig, check_paths: bool = True) -> None:
+    if cfg.output_dir.startswith(("gs://", "s3://")):
+        raise ConfigError("output_dir: must be a local directory (logs, reports, exports); put checkpoints on "
+                          "cloud storage with checkpoint.dir: gs://...")
     if not cfg.model.path:
         raise ConfigError("model.path: required (HF directory, hub id or Orbax checkpoint)")
     if not cfg.data.train:
