@@ -22,8 +22,7 @@ import hashlib
 from pathlib import Path
 
 from data_pipeline.config import BuildSpec, PipelineConfig
-from data_pipeline.sample import load_prompts
-from data_pipeline.score import key
+from data_pipeline.sample import load_prompts, response_key as key
 from data_pipeline.store import read_parts, write_json_atomic, write_jsonl_atomic
 
 _EPS = 1e-9

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from data_pipeline.config import ModelSpec, PipelineConfig
-from data_pipeline.store import done_keys, part_name, read_jsonl, shard_of, write_jsonl_atomic
+from data_pipeline.store import done_keys, part_name, read_jsonl, read_parts, shard_of, write_jsonl_atomic
 
 
 def request_seed(seed: int, model: str, prompt_id: str) -> int:
@@ -25,6 +25,24 @@ def load_prompts(out_dir: Path) -> list[dict]:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: run the select stage first")
     return list(read_jsonl(path))
+
+
+def response_key(r: dict) -> tuple:
+    return (r["prompt_id"], r["model"], r["sample"])
+
+
+def pending_responses(out_dir: Path, stage: str, shard: tuple[int, int]) -> tuple[dict, list[dict], int]:
+    """For per-response stages (score, verify): (prompts by id, this shard's responses not yet in OUT/stage,
+    this shard's response count)."""
+    prompts = {p["id"]: p for p in load_prompts(out_dir)}
+    responses = [r for r in read_parts(out_dir / "sample") if shard_of(r["prompt_id"], shard[1]) == shard[0]]
+    done = done_keys(out_dir / stage, response_key)
+    return prompts, sorted((r for r in responses if response_key(r) not in done), key=response_key), len(responses)
+
+
+def write_response_part(stage_dir: Path, rows: list[dict], shard: tuple[int, int]) -> None:
+    names = ["|".join(map(str, response_key(r))) for r in rows]
+    write_jsonl_atomic(stage_dir / part_name(names, f"{shard[0]}of{shard[1]}-"), rows)
 
 
 def _llm(spec: ModelSpec, cfg: PipelineConfig):

@@ -14,12 +14,7 @@ import time
 from pathlib import Path
 
 from data_pipeline.config import PipelineConfig, RewardSpec
-from data_pipeline.sample import load_prompts
-from data_pipeline.store import done_keys, part_name, read_parts, shard_of, write_jsonl_atomic
-
-
-def key(r: dict) -> tuple:
-    return (r["prompt_id"], r["model"], r["sample"])
+from data_pipeline.sample import pending_responses, write_response_part
 
 
 def rm_token_ids(tokenizer, messages: list[dict], response: str, max_length: int) -> list[int]:
@@ -72,12 +67,8 @@ class VLLMScorer:
 def score(cfg: PipelineConfig, out_dir: Path, shard: tuple[int, int] = (0, 1), log=print) -> dict:
     from transformers import AutoTokenizer
 
-    prompts = {p["id"]: p for p in load_prompts(out_dir)}
-    stage = out_dir / "score"
-    responses = [r for r in read_parts(out_dir / "sample") if shard_of(r["prompt_id"], shard[1]) == shard[0]]
-    done = done_keys(stage, key)
-    todo = sorted((r for r in responses if key(r) not in done), key=key)
-    log(f"score: {len(responses)} responses in shard {shard[0]}/{shard[1]}, {len(todo)} to score")
+    prompts, todo, total = pending_responses(out_dir, "score", shard)
+    log(f"score: {total} responses in shard {shard[0]}/{shard[1]}, {len(todo)} to score")
     if not todo:
         return {"scored": 0}
     spec = cfg.reward
@@ -96,8 +87,7 @@ def score(cfg: PipelineConfig, out_dir: Path, shard: tuple[int, int] = (0, 1), l
         values = scorer(ids)
         rows = [{"prompt_id": r["prompt_id"], "model": r["model"], "sample": r["sample"], "score": v}
                 for r, v in zip(batch, values)]
-        write_jsonl_atomic(stage / part_name(["|".join(map(str, key(r))) for r in batch],
-                                             f"{shard[0]}of{shard[1]}-"), rows)
+        write_response_part(out_dir / "score", rows, shard)
         n += len(batch)
         log(f"  scored {n}/{len(todo)}, {n / (time.time() - t0):.2f} sequences/s")
     return {"scored": n, "seconds": time.time() - t0}

@@ -14,9 +14,7 @@ from pathlib import Path
 
 from data_pipeline import sandbox
 from data_pipeline.config import PipelineConfig
-from data_pipeline.sample import load_prompts
-from data_pipeline.score import key
-from data_pipeline.store import done_keys, part_name, read_parts, shard_of, write_jsonl_atomic
+from data_pipeline.sample import pending_responses, write_response_part
 
 _FENCE = re.compile(r"```[ \t]*(python|py|python3)?[ \t]*\n(.*?)```", re.S | re.I)
 
@@ -53,12 +51,8 @@ def code_correct(response: str, tests: str, limits: sandbox.Limits) -> tuple[boo
 
 
 def verify(cfg: PipelineConfig, out_dir: Path, shard: tuple[int, int] = (0, 1), log=print) -> dict:
-    prompts = {p["id"]: p for p in load_prompts(out_dir)}
-    stage = out_dir / "verify"
-    responses = [r for r in read_parts(out_dir / "sample") if shard_of(r["prompt_id"], shard[1]) == shard[0]]
-    done = done_keys(stage, key)
-    todo = sorted((r for r in responses if key(r) not in done), key=key)
-    log(f"verify: {len(responses)} responses in shard {shard[0]}/{shard[1]}, {len(todo)} to check")
+    prompts, todo, total = pending_responses(out_dir, "verify", shard)
+    log(f"verify: {total} responses in shard {shard[0]}/{shard[1]}, {len(todo)} to check")
     if not todo:
         return {"verified": 0}
     if any(prompts[r["prompt_id"]]["domain"] == "code" for r in todo):
@@ -87,8 +81,7 @@ def verify(cfg: PipelineConfig, out_dir: Path, shard: tuple[int, int] = (0, 1), 
             futures = {i: pool.submit(check, r) for i, r in enumerate(batch)
                        if prompts[r["prompt_id"]]["domain"] == "code"}
             rows = [futures[i].result() if i in futures else check(r) for i, r in enumerate(batch)]
-            write_jsonl_atomic(stage / part_name(["|".join(map(str, key(r))) for r in batch],
-                                                 f"{shard[0]}of{shard[1]}-"), rows)
+            write_response_part(out_dir / "verify", rows, shard)
             n += len(batch)
             log(f"  verified {n}/{len(todo)}, {n / (time.time() - t0):.2f} responses/s")
     return {"verified": n, "seconds": time.time() - t0}

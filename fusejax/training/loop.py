@@ -151,6 +151,20 @@ def to_global(host_batch: dict, accum: int, mesh) -> dict:
     return out
 
 
+def replicate(x: np.ndarray, mesh) -> jax.Array:
+    """The same host array on every process -> one global array replicated over the mesh (multi-host safe)."""
+    return jax.make_array_from_process_local_data(NamedSharding(mesh, P()), x, x.shape)
+
+
+def _stop_requested(flag: bool) -> bool:
+    """Every host must agree to stop (the checkpoint save is collective): any host's signal stops all."""
+    if jax.process_count() == 1:
+        return flag
+    from jax.experimental import multihost_utils
+
+    return bool(np.asarray(multihost_utils.process_allgather(np.array([flag]))).any())
+
+
 def precompute_reference(examples: list[dict], params, graphdef, cfg: TrainConfig, pad_id: int, mesh,
                          cache: Path) -> None:
     """Attach reference log-probs [2] (chosen, rejected) to each DPO example; cached beside the run's outputs."""
@@ -169,9 +183,9 @@ def precompute_reference(examples: list[dict], params, graphdef, cfg: TrainConfi
         chunk = examples[start:start + b]
         rows = [data_lib.pad_dpo_example(ex, cfg.data.max_length, pad_id) for ex in chunk]
         rows += [rows[-1]] * (b - len(rows))  # pad the last batch to a fixed shape
-        batch = {k: np.stack([r[k] for r in rows]) for k in ("input_ids", "loss_mask")}
+        batch = {k: replicate(np.stack([r[k] for r in rows]), mesh) for k in ("input_ids", "loss_mask")}
         with jax.set_mesh(mesh):
-            logps = np.asarray(ref_step(params, {k: jnp.asarray(v) for k, v in batch.items()}))
+            logps = np.asarray(ref_step(params, batch))
         out[start:start + len(chunk)] = logps[:len(chunk)]
     for ex, r in zip(examples, out):
         ex["ref_logps"] = r
@@ -353,11 +367,12 @@ def run(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None) -
                 record["mfu"] = flops_per_token(model_cfg, seq) * processed / dt / (peak * jax.device_count())
             if step % cfg.train.log_every == 0 or step == total_steps:
                 metrics_log.write(record, total_steps)
-            stopping = stop["signal"] is not None or (stop_after is not None and step - start >= stop_after)
+            preempted = _stop_requested(stop["signal"] is not None)
+            stopping = preempted or (stop_after is not None and step - start >= stop_after)
             if step % cfg.checkpoint.save_every == 0 or step == total_steps or stopping:
                 _save(mgr, step, state, feed.iterator.get_state(), model_cfg, cfg)
             if stopping:
-                status = "preempted" if stop["signal"] is not None else "stopped"
+                status = "preempted" if preempted else "stopped"
                 break
         mgr.wait_until_finished()
     finally:
@@ -418,7 +433,7 @@ def _evaluate(params, graphdef, examples, opts: StepOptions, cfg: TrainConfig, p
         else:
             rows = [data_lib._unpacked_row(ex, cfg.data.max_length, pad_id) for ex in chunk]
         keys = [k for k in rows[0] if k != "index"]
-        batch = {k: jnp.asarray(np.stack([r[k] for r in rows]))[None] for k in keys}
+        batch = {k: replicate(np.stack([r[k] for r in rows])[None], mesh) for k in keys}
         with jax.set_mesh(mesh):
             s = evaluate(params, batch, ref_params)
         sums = s if sums is None else jax.tree.map(jnp.add, sums, s)
