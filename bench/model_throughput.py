@@ -6,22 +6,10 @@ Not a test. Prints both throughputs and their ratio. Usage: python bench/model_t
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
-import time
 
 import numpy as np
-
-
-def _time(fn, warmup: int, iters: int) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(iters):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+from _timing import median_time as _time
 
 
 def main() -> None:

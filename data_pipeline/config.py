@@ -6,10 +6,8 @@ import dataclasses
 from pathlib import Path
 from typing import Literal
 
-import yaml
-
 from fusejax.models.config import ConfigError
-from fusejax.training.config import _coerce_numbers, _from_dict
+from fusejax.training.config import _coerce_numbers, _from_dict, read_yaml
 
 Domain = Literal["instruction", "math", "code", "chinese"]
 DOMAINS = ("instruction", "math", "code", "chinese")
@@ -97,13 +95,7 @@ class PipelineConfig:
 
 def load(path: str | Path) -> PipelineConfig:
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: config file not found")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: invalid YAML ({e})") from None
-    cfg = _from_dict(PipelineConfig, _coerce_numbers(raw), "")
+    cfg = _from_dict(PipelineConfig, _coerce_numbers(read_yaml(path)), "")
     _validate(cfg, path)
     return cfg
 

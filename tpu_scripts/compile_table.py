@@ -29,10 +29,11 @@ def check(target: str, stage: str, topology: str, micro_per_device: int = 1) -> 
         cmd = [sys.executable, "-m", "fusejax", "compile-check", "--config", f"configs/train/{target}-{stage}.yaml",
                "--topology", topology, "--preset", target, "--json", f.name, f"train.grad_accum_steps={accum}"]
         proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
-        if proc.returncode not in (0, 1):
-            print(proc.stderr[-2000:], file=sys.stderr)
+        text = Path(f.name).read_text()
+        if proc.returncode not in (0, 1) or not text:
+            print(f"{target} {stage} {topology}: compile-check failed:\n{proc.stderr[-2000:]}", file=sys.stderr)
             return None
-        return json.loads(Path(f.name).read_text())
+        return json.loads(text)
 
 
 def main() -> None:
@@ -53,8 +54,12 @@ def main() -> None:
                     r = check(target, stage, topo)
                     if r is None:
                         break
-                    print(f"{target} {stage} {topo}: peak {g(r['peak_bytes'])} / {g(r['hbm_bytes'])} GiB "
-                          f"({'fits' if r['fits'] else 'no'})", flush=True)
+                    if r["fits"]:
+                        print(f"{target} {stage} {topo}: peak {g(r['peak_bytes'])} / {g(r['hbm_bytes'])} GiB, fits",
+                              flush=True)
+                    else:
+                        print(f"{target} {stage} {topo}: does not fit ({r.get('error', 'peak above HBM')})",
+                              flush=True)
                     if r["fits"]:
                         found = r
                         break

@@ -35,6 +35,10 @@ HUB_PRESETS = {
 }
 
 
+class DoesNotFit(RuntimeError):
+    """The TPU compiler ran out of HBM while compiling: the step cannot fit this slice."""
+
+
 @dataclasses.dataclass
 class CompileReport:
     topology: str
@@ -129,8 +133,14 @@ def compile_step(cfg, model_cfg, devices, hbm_bytes: int, topology: str, model_n
 
     step = make_train_step(graphdef, tx, schedule, opts)
     t0 = time.time()
-    with jax.set_mesh(mesh):
-        compiled = jax.jit(step, donate_argnums=0).lower(state, batch).compile()
+    try:
+        with jax.set_mesh(mesh):
+            compiled = jax.jit(step, donate_argnums=0).lower(state, batch).compile()
+    except jax.errors.JaxRuntimeError as e:
+        # The TPU compiler itself refuses programs that cannot fit in HBM.
+        if "RESOURCE_EXHAUSTED" in str(e):
+            raise DoesNotFit(str(e).strip().splitlines()[0]) from None
+        raise
     mem = compiled.memory_analysis()
     args = int(mem.argument_size_in_bytes)
     out = int(mem.output_size_in_bytes)
@@ -181,6 +191,13 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"fusejax: error: {e}", file=sys.stderr)
         return 2
+    except DoesNotFit as e:
+        print(f"{name} {cfg.stage} on {args.topology}: DOES NOT FIT ({e})", flush=True)
+        if args.json:
+            Path(args.json).write_text(json.dumps({"topology": args.topology, "devices": len(devices),
+                                                   "stage": cfg.stage, "model": name, "fits": False,
+                                                   "error": str(e), "hbm_bytes": hbm}, indent=2) + "\n")
+        return 1
     print(report.line(), flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps({**dataclasses.asdict(report), "fits": report.fits}, indent=2) + "\n")

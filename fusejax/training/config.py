@@ -180,18 +180,22 @@ def _coerce_numbers(tree: Any) -> Any:
     return tree
 
 
+def read_yaml(path: str | Path) -> dict:
+    """A YAML mapping from a file, with clear errors for a missing file, bad YAML or a non-mapping."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: invalid YAML ({e})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level must be a mapping")
+    return data
+
+
 def load_config(path: str | Path | None, overrides: list[str] = (), check_paths: bool = True) -> TrainConfig:
-    data: dict = {}
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"{path}: config file not found")
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{path}: invalid YAML ({e})") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path}: top level must be a mapping")
+    data: dict = read_yaml(path) if path is not None else {}
     for item in overrides:
         keys, value = _parse_override(item)
         node = data

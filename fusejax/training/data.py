@@ -211,38 +211,41 @@ class ChatTokenizer:
         return out
 
 
-def tokenize_sft(rows: Iterable[tuple[str, dict]], chat: ChatTokenizer, max_length: int, report: DataReport):
+def _tokenize(rows: Iterable[tuple[str, dict]], report: DataReport, max_length: int, encode) -> list[dict]:
+    """encode(row) -> (example, its longest sequence); RowError and over-long rows become counted skips."""
     examples = []
     for where, row in rows:
         report.rows += 1
         try:
-            ids, mask = chat.sft(sft_messages(row))
+            example, length = encode(row)
         except RowError as e:
             report.skip(str(e), where)
             continue
-        if len(ids) > max_length:
+        if length > max_length:
             report.skip(f"longer than max_length {max_length}", where)
             continue
-        examples.append({"input_ids": ids, "loss_mask": mask})
+        examples.append(example)
         report.used += 1
     return examples
 
 
+def tokenize_sft(rows: Iterable[tuple[str, dict]], chat: ChatTokenizer, max_length: int, report: DataReport):
+    def encode(row):
+        ids, mask = chat.sft(sft_messages(row))
+        return {"input_ids": ids, "loss_mask": mask}, len(ids)
+
+    return _tokenize(rows, report, max_length, encode)
+
+
 def tokenize_dpo(rows: Iterable[tuple[str, dict]], chat: ChatTokenizer, max_length: int, report: DataReport):
-    examples = []
-    for where, row in rows:
-        report.rows += 1
-        try:
-            (c_ids, c_mask), (r_ids, r_mask) = chat.dpo(*dpo_triple(row))
-        except RowError as e:
-            report.skip(str(e), where)
-            continue
-        if max(len(c_ids), len(r_ids)) > max_length:
-            report.skip(f"longer than max_length {max_length}", where)
-            continue
-        examples.append({"chosen_ids": c_ids, "chosen_mask": c_mask, "rejected_ids": r_ids, "rejected_mask": r_mask,
-                         "index": np.int32(len(examples))})
-        report.used += 1
+    def encode(row):
+        (c_ids, c_mask), (r_ids, r_mask) = chat.dpo(*dpo_triple(row))
+        example = {"chosen_ids": c_ids, "chosen_mask": c_mask, "rejected_ids": r_ids, "rejected_mask": r_mask}
+        return example, max(len(c_ids), len(r_ids))
+
+    examples = _tokenize(rows, report, max_length, encode)
+    for i, ex in enumerate(examples):
+        ex["index"] = np.int32(i)
     return examples
 
 
@@ -272,6 +275,12 @@ class Feed:
     host_batch: int
 
 
+def _host_batch(global_batch: int, process_count: int) -> int:
+    if global_batch % process_count:
+        raise ConfigError(f"train.global_batch_size {global_batch} is not divisible by {process_count} hosts")
+    return global_batch // process_count
+
+
 def _epochs(examples: list, epochs: float, seed: int):
     import grain
 
@@ -284,9 +293,7 @@ def sft_feed(examples: list[dict], *, max_length: int, global_batch: int, epochs
     """Shuffled (per epoch), per-host sharded, packed (segment ids, restarting positions) SFT batches."""
     from grain.experimental import FirstFitPackIterDataset
 
-    if global_batch % process_count:
-        raise ConfigError(f"train.global_batch_size {global_batch} is not divisible by {process_count} hosts")
-    host_batch = global_batch // process_count
+    host_batch = _host_batch(global_batch, process_count)
 
     def build(index: int):
         ds = _epochs(examples, epochs, seed)[index::process_count].to_iter_dataset()
@@ -317,9 +324,7 @@ def _unpacked_row(ex: dict, length: int, pad_id: int) -> dict:
 
 def dpo_feed(examples: list[dict], *, max_length: int, global_batch: int, epochs: float, seed: int, pad_id: int,
              process_index: int = 0, process_count: int = 1) -> Feed:
-    if global_batch % process_count:
-        raise ConfigError(f"train.global_batch_size {global_batch} is not divisible by {process_count} hosts")
-    host_batch = global_batch // process_count
+    host_batch = _host_batch(global_batch, process_count)
     ds = _epochs(examples, epochs, seed)
     steps = int(len(examples) * epochs) // global_batch
     ds = ds[process_index::process_count].map(lambda ex: pad_dpo_example(ex, max_length, pad_id))
