@@ -167,14 +167,21 @@ def _stop_requested(flag: bool) -> bool:
 
 def precompute_reference(examples: list[dict], params, graphdef, cfg: TrainConfig, pad_id: int, mesh,
                          cache: Path) -> None:
-    """Attach reference log-probs [2] (chosen, rejected) to each DPO example; cached beside the run's outputs."""
-    if cache.exists():
+    """Attach reference log-probs [2] (chosen, rejected) to each DPO example; cached beside the run's outputs and
+    reused only when the reference model and the tokenised pairs are the same (fingerprint)."""
+    import hashlib
+
+    h = hashlib.sha256(f"{cfg.model.path}|{cfg.model.compute_dtype}|{cfg.data.max_length}".encode())
+    for ex in examples:
+        h.update(ex["chosen_ids"].tobytes() + b"|" + ex["rejected_ids"].tobytes() + b"|")
+    fingerprint = h.hexdigest()
+    stamp = cache.with_name(cache.name + ".fingerprint")
+    if cache.exists() and stamp.exists() and stamp.read_text().strip() == fingerprint:
         cached = np.load(cache)
-        if len(cached) == len(examples):
-            for ex, r in zip(examples, cached):
-                ex["ref_logps"] = r
-            log(f"reference log-probs: loaded {len(cached)} from {cache}")
-            return
+        for ex, r in zip(examples, cached):
+            ex["ref_logps"] = r
+        log(f"reference log-probs: loaded {len(cached)} from {cache}")
+        return
     ref_step = jax.jit(make_reference_step(graphdef, cfg.data.loss_chunk))
     b = max(1, cfg.train.global_batch_size // cfg.train.grad_accum_steps)
     out = np.zeros((len(examples), 2), np.float32)
@@ -194,6 +201,7 @@ def precompute_reference(examples: list[dict], params, graphdef, cfg: TrainConfi
         tmp = cache.with_name(cache.name + ".tmp.npy")
         np.save(tmp, out)
         os.replace(tmp, cache)
+        stamp.write_text(fingerprint + "\n")
     log(f"reference log-probs: computed {len(examples)} pairs in {time.time() - t0:.1f}s -> {cache}")
 
 
