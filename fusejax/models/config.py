@@ -98,3 +98,5 @@ class RuntimeOptions:
     # "dots": save matmul outputs without batch dims (jax.checkpoint_policies.dots_with_no_batch_dims_saveable).
     remat: Literal["none", "full", "dots"] = "none"
     scan_layers: bool = True
+    # Attention over blocks of this many queries (memory: scores for one block at a time); None: all at once.
+    attention_query_chunk: int | None = None

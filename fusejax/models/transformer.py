@@ -87,6 +87,7 @@ class Attention(nnx.Module):
         self.scale = cfg.attention_scale
         self.softcap = cfg.attn_logit_softcap
         self.cdtype = jnp.dtype(opts.compute_dtype)
+        self.query_chunk = opts.attention_query_chunk
 
     def _project(self, proj: Proj, x: jax.Array, eq: str) -> jax.Array:
         y = jnp.einsum(eq, x, proj.kernel[...].astype(self.cdtype))  # x [X,D] -> [X,heads,H]
@@ -105,14 +106,28 @@ class Attention(nnx.Module):
         k = constrain(apply_rope(k, cos, sin), ("batch", "seq", "act_heads", None))
         K = self.num_kv_heads
         q = q.reshape(B, T, K, q.shape[2] // K, q.shape[3])  # [B,T,K,G,H]
+        C = self.query_chunk
+        if C and T > C and T % C == 0:
+            # Query blocks under jax.checkpoint: float32 scores exist for one block of C queries at a time, in the
+            # forward and the backward pass ([B,K,G,C,S] instead of [B,K,G,T,S]).
+            qc = jnp.moveaxis(q.reshape(B, T // C, C, *q.shape[2:]), 1, 0)  # [T/C,B,C,K,G,H]
+            mc = jnp.moveaxis(mask.reshape(B, T // C, C, mask.shape[-1]), 1, 0)  # [T/C,B,C,S]
+            block = jax.checkpoint(lambda xs: self._attend(xs[0], k, v, xs[1]))
+            out = jnp.moveaxis(jax.lax.map(block, (qc, mc)), 0, 1).reshape(B, T, *q.shape[2:])
+        else:
+            out = self._attend(q, k, v, mask)
+        out = out.reshape(B * T, -1, self.head_dim)  # [X,N,H]
+        out = jnp.einsum("XNH,NHD->XD", out, self.o_proj.kernel[...].astype(self.cdtype))
+        return out.reshape(B, T, D)
+
+    def _attend(self, q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array) -> jax.Array:
+        """q [B,T,K,G,H], k/v [B,S,K,H], mask [B,T,S] -> [B,T,K,G,H]; float32 scores and softmax."""
         scores = jnp.einsum("BTKGH,BSKH->BKGTS", q, k, preferred_element_type=jnp.float32) * self.scale
         if self.softcap is not None:
             scores = jnp.tanh(scores / self.softcap) * self.softcap
         scores = jnp.where(mask[:, None, None], scores, _MASK_VALUE)
         probs = jax.nn.softmax(scores, axis=-1).astype(self.cdtype)
-        out = jnp.einsum("BKGTS,BSKH->BTKGH", probs, v).reshape(B * T, -1, self.head_dim)  # [X,N,H]
-        out = jnp.einsum("XNH,NHD->XD", out, self.o_proj.kernel[...].astype(self.cdtype))
-        return out.reshape(B, T, D)
+        return jnp.einsum("BKGTS,BSKH->BTKGH", probs, v)
 
 
 class MLP(nnx.Module):

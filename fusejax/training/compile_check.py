@@ -106,7 +106,8 @@ def compile_step(cfg, model_cfg, devices, hbm_bytes: int, topology: str, model_n
 
     mesh = make_mesh(cfg.mesh, devices=devices)
     options = RuntimeOptions(param_dtype=cfg.model.param_dtype, compute_dtype=cfg.model.compute_dtype,
-                             remat=cfg.model.remat, scan_layers=cfg.model.scan_layers)
+                             remat=cfg.model.remat, scan_layers=cfg.model.scan_layers,
+                             attention_query_chunk=cfg.model.attention_query_chunk)
     graphdef, abstract_state = nnx.split(abstract_model(model_cfg, options))
     shardings = nnx.to_pure_dict(state_shardings(abstract_state, mesh))
     params = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),

@@ -24,6 +24,7 @@ class ModelSection:
     compute_dtype: str = "bfloat16"
     remat: Literal["none", "full", "dots"] = "full"
     scan_layers: bool = True
+    attention_query_chunk: int | None = None  # e.g. 512: float32 attention scores for one query block at a time
 
 
 @dataclasses.dataclass

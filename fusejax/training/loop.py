@@ -93,7 +93,8 @@ def load_tokenizer(cfg: TrainConfig):
 
 def load_model(cfg: TrainConfig, mesh):
     options = RuntimeOptions(param_dtype=cfg.model.param_dtype, compute_dtype=cfg.model.compute_dtype,
-                             remat=cfg.model.remat, scan_layers=cfg.model.scan_layers)
+                             remat=cfg.model.remat, scan_layers=cfg.model.scan_layers,
+                             attention_query_chunk=cfg.model.attention_query_chunk)
     path = cfg.model.path
     if Path(path).is_dir() and not (Path(path) / "config.json").exists():
         return ckpt.load_model(path, mesh=mesh, options=options)  # an Orbax checkpoint (e.g. the SFT run's)

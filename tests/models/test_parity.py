@@ -1,5 +1,6 @@
 """Float32 logits parity with transformers' PyTorch models, several configs per family."""
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -44,14 +45,25 @@ def test_logits_match_transformers(case, tmp_path):
     np.testing.assert_allclose(out, ref, atol=TOL, rtol=0)
 
 
-@pytest.mark.parametrize("remat,scan", [("full", True), ("dots", False), ("none", False)])
-def test_remat_and_scan_options_do_not_change_logits(remat, scan, tmp_path):
+@pytest.mark.parametrize("remat,scan,chunk", [("full", True, None), ("dots", False, None), ("none", False, None),
+                                              ("full", True, 8), ("none", False, 4)])
+def test_remat_scan_and_attention_chunk_options_do_not_change_logits(remat, scan, chunk, tmp_path):
     hf = tiny_hf_model("gemma2", num_hidden_layers=3)
     hf.save_pretrained(tmp_path)
     ids = jnp.asarray(np.random.default_rng(2).integers(0, 256, (2, 24)))
     ref = np.asarray(load_hf(tmp_path)[0](ids))
-    model, _ = load_hf(tmp_path, options=RuntimeOptions(remat=remat, scan_layers=scan))
+    opts = RuntimeOptions(remat=remat, scan_layers=scan, attention_query_chunk=chunk)
+    model, _ = load_hf(tmp_path, options=opts)
     np.testing.assert_allclose(np.asarray(model(ids)), ref, atol=1e-5, rtol=0)
+    if chunk:  # and the gradients agree too (the blocks are rematerialised in the backward pass)
+        from flax import nnx
+
+        def grads(m):
+            g, s = nnx.split(m)
+            return jax.grad(lambda p: nnx.merge(g, p)(ids).std())(nnx.to_pure_dict(s))
+
+        for a, b in zip(jax.tree.leaves(grads(model)), jax.tree.leaves(grads(load_hf(tmp_path)[0]))):
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5, rtol=1e-4)
 
 
 def test_bfloat16_compute_close_to_float32(tmp_path):
