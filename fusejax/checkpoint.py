@@ -47,7 +47,7 @@ def is_remote(path: str | os.PathLike) -> bool:
     return str(path).startswith(("gs://", "s3://"))
 
 
-def _ensure_empty_destination(path: str | os.PathLike) -> None:
+def ensure_empty_destination(path: str | os.PathLike) -> None:
     if is_remote(path):
         return
     p = Path(path)
@@ -82,7 +82,7 @@ def params_target(cfg: ModelConfig, options: RuntimeOptions, mesh: Mesh | None):
 
 def save_model(directory: str | os.PathLike, model: Transformer, step: int = 0) -> None:
     """Write a model (parameters + config) as step `step` of a fresh checkpoint directory."""
-    _ensure_empty_destination(directory)
+    ensure_empty_destination(directory)
     mgr = manager(directory)
     params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
     mgr.save(step, args=ocp.args.Composite(

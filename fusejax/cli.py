@@ -1,4 +1,4 @@
-"""`fusejax` command line: convert, demo, train, compile-check."""
+"""`fusejax` command line: convert, train, compile-check, tiny-assets, demo."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ def _convert(args) -> None:
 
     mesh = make_mesh() if args.mesh_all_devices else None
     if args.direction == "hf-to-orbax":
-        checkpoint._ensure_empty_destination(args.dst)
+        checkpoint.ensure_empty_destination(args.dst)
         model, cfg = load_hf(args.src, dtype=args.dtype, mesh=mesh)
         checkpoint.save_model(args.dst, model, step=0)
         print(f"wrote {args.dst} ({cfg.model_type}, {cfg.num_layers} layers, params {args.dtype})")
@@ -24,11 +24,9 @@ def _convert(args) -> None:
 
 
 def _tiny_assets(args) -> None:
-    from fusejax.tiny import save_tiny_model, tiny_datasets
-
     from pathlib import Path
 
-    from fusejax.tiny import tiny_pipeline_assets
+    from fusejax.tiny import save_tiny_model, tiny_datasets, tiny_pipeline_assets
 
     out = Path(args.out)
     if (out / "model" / "config.json").exists():
@@ -62,11 +60,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("train", help="SFT / DPO training from a YAML config (same as train.py)")
     sub.add_parser("compile-check", help="ahead-of-time TPU compile of the train step: memory vs HBM")
 
-    ta = sub.add_parser("tiny-assets", help="write a tiny random Llama + tokenizer and SFT/DPO JSONL (CPU runs)")
+    ta = sub.add_parser("tiny-assets", help="tiny random models, tokenizer, prompts and SFT/DPO JSONL (CPU runs)")
     ta.add_argument("out", nargs="?", default="runs/tiny/assets")
     ta.set_defaults(func=_tiny_assets)
 
-    d = sub.add_parser("demo", help="tiny random HF models -> fusejax -> HF, printing parity figures")
+    d = sub.add_parser("demo", help="the whole recipe end to end on tiny random models (CPU)")
     d.add_argument("--out", default=None, help="work directory (default: a temporary one)")
     d.set_defaults(func=lambda a: __import__("fusejax.demo", fromlist=["main"]).main(a.out))
     return p

@@ -119,6 +119,16 @@ def test_dpo_keeps_better_of_last_two_and_exports(tiny_assets, tmp_path):
     assert best["step"] == min(losses, key=lambda s: (losses[s], -s))
     hf = AutoModelForCausalLM.from_pretrained(export)
     assert hf.config.vocab_size > 0 and (export / "tokenizer.json").exists()
+    # the training checkpoint of the best step converts to the same HF tensors through the CLI
+    from safetensors.numpy import load_file
+
+    from fusejax.cli import main as cli
+
+    again = tmp_path / "again"
+    assert cli(["convert", "orbax-to-hf", cfg.checkpoint_dir, str(again), "--step", str(best["step"]),
+                "--tokenizer", str(export)]) == 0
+    a, b = load_file(export / "model.safetensors"), load_file(again / "model.safetensors")
+    assert sorted(a) == sorted(b) and all((a[k].view(np.uint16) == b[k].view(np.uint16)).all() for k in a)
 
 
 @pytest.mark.parametrize("override,message", [
