@@ -3,7 +3,7 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test test-all bench compile-table clean
+.PHONY: setup demo test bench compile-table clean
 
 setup: $(VENV)/.setup-stamp
 
@@ -25,9 +25,6 @@ demo: setup
 
 test: setup
 	$(BIN)/python -m pytest -q
-
-test-all: setup
-	$(BIN)/python -m pytest -q -m "slow or not slow"
 
 bench: setup
 	$(BIN)/python bench/model_throughput.py

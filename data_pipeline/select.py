@@ -75,7 +75,7 @@ def _messages(row: dict, spec: DatasetSpec) -> list[dict]:
 
 
 def _rows(spec: DatasetSpec, report):
-    from fusejax.training.data import DataReport, read_rows
+    from fusejax.training.data import read_rows
 
     path = Path(spec.source)
     if path.suffix in (".jsonl", ".json") and path.is_file():

@@ -27,7 +27,6 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from fusejax import checkpoint as ckpt
 from fusejax.models import ModelConfig, RuntimeOptions, load_hf, save_hf
-from fusejax.models.build import state_shardings
 from fusejax.models.config import ConfigError
 from fusejax.sharding import logical_to_spec, make_mesh
 from fusejax.training import data as data_lib

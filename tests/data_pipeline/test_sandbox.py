@@ -1,6 +1,5 @@
 """Hostile programs are contained by the code-verification sandbox."""
 
-import os
 import subprocess
 import time
 
