@@ -74,29 +74,9 @@ def _messages(row: dict, spec: DatasetSpec) -> list[dict]:
     return out
 
 
-def _rows(spec: DatasetSpec, report):
-    from fusejax.training.data import read_rows
-
-    path = Path(spec.source)
-    if path.suffix in (".jsonl", ".json") and path.is_file():
-        yield from read_rows([str(path)], spec.split, report)
-        return
-    import datasets
-
-    try:
-        if path.suffix == ".parquet":
-            ds = datasets.load_dataset("parquet", data_files=str(path), split="train")
-        else:
-            ds = datasets.load_dataset(spec.source, spec.subset, split=spec.split)
-    except Exception as e:  # many exception types; name the dataset
-        raise ValueError(f"dataset '{spec.name}': cannot load '{spec.source}': {type(e).__name__}: {e}") from None
-    for i, row in enumerate(ds):
-        yield f"{spec.name}[{i}]", row
-
-
 def select(cfg: PipelineConfig, out_dir: Path, log=print) -> dict:
     """Write OUT/select/prompts.jsonl and OUT/select/report.json; returns the report."""
-    from fusejax.training.data import DataReport
+    from fusejax.training.data import DataReport, read_rows
 
     seen_ids: set[str] = set()
     seen_norm: set[str] = set()
@@ -107,7 +87,7 @@ def select(cfg: PipelineConfig, out_dir: Path, log=print) -> dict:
         rows_report = DataReport()
         drops = collections.Counter()
         kept = []
-        for where, row in _rows(spec, rows_report):
+        for where, row in read_rows([spec.source], spec.split, rows_report, subset=spec.subset):
             rows_report.rows += 1
             try:
                 messages = _messages(row, spec)

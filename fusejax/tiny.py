@@ -87,16 +87,22 @@ def tiny_hf_model(family: str, seed: int = 0, scale: float = 0.08, dtype=None, *
 
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(tiny_hf_config(family, **overrides)).eval()
-    gemma_norm = family == "gemma2"
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "norm" in name:
-                p.copy_((0.0 if gemma_norm else 1.0) + 0.2 * torch.randn_like(p))
-            else:
-                p.copy_(scale * torch.randn_like(p))
+    _randomise(model, norm_centre=0.0 if family == "gemma2" else 1.0, scale=scale)
     if dtype is not None:
         model = model.to(dtype)
     return model
+
+
+def _randomise(model, norm_centre: float, scale: float) -> None:
+    """Every weight random (norm weights around norm_centre), so that every parameter matters for the output."""
+    import torch
+
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "norm" in name:
+                p.copy_(norm_centre + 0.2 * torch.randn_like(p))
+            else:
+                p.copy_(scale * torch.randn_like(p))
 
 
 def save_tiny_model(out_dir: str | Path, family: str = "llama", seed: int = 0, with_tokenizer: bool = True,
@@ -144,10 +150,12 @@ def tiny_datasets(out_dir: str | Path, n_sft: int = 64, n_dpo: int = 64, seed: i
                     "chosen": [{"role": "user", "content": p}, {"role": "assistant", "content": f"It is {a + b}."}],
                     "rejected": [{"role": "user", "content": p},
                                  {"role": "assistant", "content": f"Maybe {a + b + rnd.randint(1, 9)}, not sure."}]})
-    paths = {"sft": out_dir / "sft.jsonl", "dpo": out_dir / "dpo.jsonl"}
-    for name, rows in (("sft", sft), ("dpo", dpo)):
-        paths[name].write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
-    return paths
+    return {"sft": _write_jsonl(out_dir / "sft.jsonl", sft), "dpo": _write_jsonl(out_dir / "dpo.jsonl", dpo)}
+
+
+def _write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    return path
 
 
 def tiny_reward_model(out_dir: str | Path, seed: int = 7) -> Path:
@@ -161,9 +169,7 @@ def tiny_reward_model(out_dir: str | Path, seed: int = 7) -> Path:
     cfg.pad_token_id = tok.pad_token_id
     torch.manual_seed(seed)
     model = LlamaForSequenceClassification(cfg).eval()
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            p.copy_((1.0 if "norm" in name else 0.0) + (0.2 if "norm" in name else 0.08) * torch.randn_like(p))
+    _randomise(model, norm_centre=1.0, scale=0.08)
     model.save_pretrained(out_dir)
     return out_dir
 
@@ -194,11 +200,8 @@ def tiny_prompt_sets(out_dir: str | Path) -> dict[str, Path]:
     ]]
     chinese = [{"instruction": t} for t in ["用一句话介绍长城。", "写一首关于春天的短诗。", "推荐一本好书。",
                                             "计算 12 加 30 等于多少？"]]  # the last one is math: dropped
-    paths = {}
-    for name, rows in (("instruction", instruction), ("math", math), ("code", code), ("chinese", chinese)):
-        paths[name] = out_dir / f"{name}.jsonl"
-        paths[name].write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
-    return paths
+    sets = {"instruction": instruction, "math": math, "code": code, "chinese": chinese}
+    return {name: _write_jsonl(out_dir / f"{name}.jsonl", rows) for name, rows in sets.items()}
 
 
 def tiny_pipeline_assets(root: str | Path) -> dict[str, Path]:

@@ -96,30 +96,24 @@ def compile_step(cfg, model_cfg, devices, hbm_bytes: int, topology: str, model_n
     """Lower and compile the train step of `cfg` for `devices` (TPU topology devices or real ones)."""
     import jax
     import jax.numpy as jnp
-    from flax import nnx
     from jax.sharding import NamedSharding, PartitionSpec as P
 
-    from fusejax.models import RuntimeOptions, abstract_model, state_shardings
+    from fusejax.checkpoint import params_target
     from fusejax.sharding import make_mesh
     from fusejax.training.loop import batch_sharding
     from fusejax.training.step import StepOptions, make_optimizer, make_train_step, opt_state_shardings
 
     mesh = make_mesh(cfg.mesh, devices=devices)
-    options = RuntimeOptions(param_dtype=cfg.model.param_dtype, compute_dtype=cfg.model.compute_dtype,
-                             remat=cfg.model.remat, scan_layers=cfg.model.scan_layers,
-                             attention_query_chunk=cfg.model.attention_query_chunk)
-    graphdef, abstract_state = nnx.split(abstract_model(model_cfg, options))
-    shardings = nnx.to_pure_dict(state_shardings(abstract_state, mesh))
-    params = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-                          nnx.to_pure_dict(abstract_state), shardings)
+    options = cfg.model.runtime_options()
+    graphdef, _, params = params_target(model_cfg, options, mesh)  # ShapeDtypeStructs in their shardings
     tx, schedule = make_optimizer(cfg.optim.learning_rate, 1000, cfg.optim.warmup_ratio, cfg.optim.weight_decay,
                                   cfg.optim.max_grad_norm)
-    opts = StepOptions(stage=cfg.stage, chunk=cfg.data.loss_chunk, beta=cfg.dpo.beta, loss_type=cfg.dpo.loss,
-                       label_smoothing=cfg.dpo.label_smoothing, reference=cfg.dpo.reference)
+    opts = StepOptions.from_config(cfg)
     replicated = NamedSharding(mesh, P())
-    opt_shardings = opt_state_shardings(jax.eval_shape(tx.init, params), shardings, replicated)
-    opt_state = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-                             jax.eval_shape(tx.init, params), opt_shardings)
+    opt_shapes = jax.eval_shape(tx.init, params)
+    opt_shardings = opt_state_shardings(opt_shapes, jax.tree.map(lambda p: p.sharding, params), replicated)
+    opt_state = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), opt_shapes,
+                             opt_shardings)
     state = {"params": params, "opt_state": opt_state, "step": jax.ShapeDtypeStruct((), jnp.int32, sharding=replicated)}
     if cfg.stage == "dpo" and cfg.dpo.reference == "model":
         state["ref_params"] = params

@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 import yaml
 
-from fusejax.models.config import ConfigError
+from fusejax.models.config import ConfigError, RuntimeOptions
 
 
 @dataclasses.dataclass
@@ -25,6 +25,10 @@ class ModelSection:
     remat: Literal["none", "full", "dots"] = "full"
     scan_layers: bool = True
     attention_query_chunk: int | None = None  # e.g. 512: float32 attention scores for one query block at a time
+
+    def runtime_options(self) -> RuntimeOptions:
+        return RuntimeOptions(param_dtype=self.param_dtype, compute_dtype=self.compute_dtype, remat=self.remat,
+                              scan_layers=self.scan_layers, attention_query_chunk=self.attention_query_chunk)
 
 
 @dataclasses.dataclass

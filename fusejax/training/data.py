@@ -55,7 +55,8 @@ class DataReport:
 # ---------------------------------------------------------------- reading
 
 
-def read_rows(sources: list[str], split: str = "train", report: DataReport | None = None) -> Iterator[tuple[str, dict]]:
+def read_rows(sources: list[str], split: str = "train", report: DataReport | None = None,
+              subset: str | None = None) -> Iterator[tuple[str, dict]]:
     """(location, row) for every row of local JSONL/Parquet files or a hub dataset. Malformed JSON lines are counted
     in `report` and skipped."""
     for src in sources:
@@ -86,7 +87,7 @@ def read_rows(sources: list[str], split: str = "train", report: DataReport | Non
                 if path.suffix == ".parquet":
                     ds = datasets.load_dataset("parquet", data_files=str(path), split="train")
                 else:
-                    ds = datasets.load_dataset(src, split=split)
+                    ds = datasets.load_dataset(src, subset, split=split)
             except Exception as e:  # datasets raises many types; report which source failed and why
                 raise ConfigError(f"data: cannot load '{src}': {type(e).__name__}: {e}") from None
             for i, row in enumerate(ds):
@@ -302,7 +303,7 @@ def sft_feed(examples: list[dict], *, max_length: int, global_batch: int, epochs
                                          num_packing_bins=max(8, host_batch), shuffle_bins=False)
             ds = ds.map(_packed_row)
         else:
-            ds = ds.map(lambda ex: _unpacked_row(ex, max_length, pad_id))
+            ds = ds.map(lambda ex: pad_sft_example(ex, max_length, pad_id))
         return ds.batch(host_batch, drop_remainder=True)
 
     # Every host counts every host's batches (the data is the same everywhere) so all agree on the step count.
@@ -316,7 +317,8 @@ def _packed_row(ex: dict) -> dict:
             "segment_ids": ex["input_ids_segment_ids"], "positions": ex["input_ids_positions"]}
 
 
-def _unpacked_row(ex: dict, length: int, pad_id: int) -> dict:
+def pad_sft_example(ex: dict, length: int, pad_id: int) -> dict:
+    """One unpacked SFT row padded to `length` (segment id 0 and position 0 on padding)."""
     n = len(ex["input_ids"])
     return {"input_ids": _pad(ex["input_ids"], length, pad_id), "loss_mask": _pad(ex["loss_mask"], length),
             "segment_ids": _pad(np.ones(n, np.int32), length), "positions": _pad(np.arange(n, dtype=np.int32), length)}

@@ -26,7 +26,7 @@ from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from fusejax import checkpoint as ckpt
-from fusejax.models import ModelConfig, RuntimeOptions, load_hf, save_hf
+from fusejax.models import ModelConfig, load_hf, save_hf
 from fusejax.models.config import ConfigError
 from fusejax.sharding import logical_to_spec, make_mesh
 from fusejax.training import data as data_lib
@@ -91,9 +91,7 @@ def load_tokenizer(cfg: TrainConfig):
 
 
 def load_model(cfg: TrainConfig, mesh):
-    options = RuntimeOptions(param_dtype=cfg.model.param_dtype, compute_dtype=cfg.model.compute_dtype,
-                             remat=cfg.model.remat, scan_layers=cfg.model.scan_layers,
-                             attention_query_chunk=cfg.model.attention_query_chunk)
+    options = cfg.model.runtime_options()
     path = cfg.model.path
     if Path(path).is_dir() and not (Path(path) / "config.json").exists():
         return ckpt.load_model(path, mesh=mesh, options=options)  # an Orbax checkpoint (e.g. the SFT run's)
@@ -156,6 +154,20 @@ def replicate(x: np.ndarray, mesh) -> jax.Array:
     return jax.make_array_from_process_local_data(NamedSharding(mesh, P()), x, x.shape)
 
 
+def replicated_batches(examples: list[dict], b: int, to_row, mesh, fill_last: bool = False, micro_axis: bool = False):
+    """(rows in batch, batch) over `examples` in order, b rows at a time, replicated over the mesh.
+
+    fill_last repeats the last row so every batch has the same shape (callers drop the extra outputs);
+    micro_axis adds the leading accumulation axis the train/eval steps expect."""
+    for start in range(0, len(examples), b):
+        rows = [to_row(ex) for ex in examples[start:start + b]]
+        n = len(rows)
+        if fill_last:
+            rows += [rows[-1]] * (b - n)
+        stacked = {k: np.stack([r[k] for r in rows]) for k in rows[0] if k != "index"}
+        yield n, {k: replicate(v[None] if micro_axis else v, mesh) for k, v in stacked.items()}
+
+
 def _stop_requested(flag: bool) -> bool:
     """Every host must agree to stop (the checkpoint save is collective): any host's signal stops all."""
     if jax.process_count() == 1:
@@ -186,14 +198,13 @@ def precompute_reference(examples: list[dict], params, graphdef, cfg: TrainConfi
     b = max(1, cfg.train.global_batch_size // cfg.train.grad_accum_steps)
     out = np.zeros((len(examples), 2), np.float32)
     t0 = time.time()
-    for start in range(0, len(examples), b):
-        chunk = examples[start:start + b]
-        rows = [data_lib.pad_dpo_example(ex, cfg.data.max_length, pad_id) for ex in chunk]
-        rows += [rows[-1]] * (b - len(rows))  # pad the last batch to a fixed shape
-        batch = {k: replicate(np.stack([r[k] for r in rows]), mesh) for k in ("input_ids", "loss_mask")}
+    start = 0
+    to_row = lambda ex: data_lib.pad_dpo_example(ex, cfg.data.max_length, pad_id)  # noqa: E731
+    for n, batch in replicated_batches(examples, b, to_row, mesh, fill_last=True):
         with jax.set_mesh(mesh):
             logps = np.asarray(ref_step(params, batch))
-        out[start:start + len(chunk)] = logps[:len(chunk)]
+        out[start:start + n] = logps[:n]
+        start += n
     for ex, r in zip(examples, out):
         ex["ref_logps"] = r
     if jax.process_index() == 0:
@@ -285,8 +296,7 @@ def run(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None) -
     model_cfg: ModelConfig = model.config
     del model
 
-    opts = StepOptions(stage=cfg.stage, chunk=cfg.data.loss_chunk, beta=cfg.dpo.beta, loss_type=cfg.dpo.loss,
-                       label_smoothing=cfg.dpo.label_smoothing, reference=cfg.dpo.reference)
+    opts = StepOptions.from_config(cfg)
     pad_id = tokenizer.pad_token_id
     if cfg.stage == "dpo" and cfg.dpo.reference == "precomputed":
         for name, exs in (("train", train_examples), ("eval", eval_examples)):
@@ -433,15 +443,10 @@ def _evaluate(params, graphdef, examples, opts: StepOptions, cfg: TrainConfig, p
     """Metrics of `params` on held-out examples (DPO pairs or SFT rows), micro-batch by micro-batch."""
     evaluate = jax.jit(make_eval_step(graphdef, opts))
     b = max(1, cfg.train.global_batch_size // cfg.train.grad_accum_steps)
+    pad = data_lib.pad_dpo_example if opts.stage == "dpo" else data_lib.pad_sft_example
     sums = None
-    for start in range(0, len(examples), b):
-        chunk = examples[start:start + b]
-        if opts.stage == "dpo":
-            rows = [data_lib.pad_dpo_example(ex, cfg.data.max_length, pad_id) for ex in chunk]
-        else:
-            rows = [data_lib._unpacked_row(ex, cfg.data.max_length, pad_id) for ex in chunk]
-        keys = [k for k in rows[0] if k != "index"]
-        batch = {k: replicate(np.stack([r[k] for r in rows])[None], mesh) for k in keys}
+    for _, batch in replicated_batches(examples, b, lambda ex: pad(ex, cfg.data.max_length, pad_id), mesh,
+                                       micro_axis=True):
         with jax.set_mesh(mesh):
             s = evaluate(params, batch, ref_params)
         sums = s if sums is None else jax.tree.map(jnp.add, sums, s)
@@ -454,17 +459,16 @@ def _finish(cfg, mgr, graphdef, state, eval_examples, opts, pad_id, mesh, model_
     best_step, params = total_steps, state["params"]
     if cfg.stage == "dpo" and eval_examples:
         steps = sorted(mgr.all_steps())[-2:]
-        scores = {}
+        candidates, scores = {}, {}
         for s in steps:
-            p = state["params"] if s == total_steps else mgr.restore(s, args=ocp.args.Composite(
+            candidates[s] = state["params"] if s == total_steps else mgr.restore(s, args=ocp.args.Composite(
                 params=ocp.args.StandardRestore(_abstract(state["params"]))))["params"]
-            scores[s] = _evaluate(p, graphdef, eval_examples, opts, cfg, pad_id, mesh, state.get("ref_params"))
+            scores[s] = _evaluate(candidates[s], graphdef, eval_examples, opts, cfg, pad_id, mesh,
+                                  state.get("ref_params"))
             log(f"held-out preference eval, step {s}: " + " ".join(f"{k} {v:.4g}" for k, v in scores[s].items()))
         # Better = lower held-out DPO loss (ties: the later step).
         best_step = min(steps, key=lambda s: (scores[s]["loss"], -s))
-        if best_step != total_steps:
-            params = mgr.restore(best_step, args=ocp.args.Composite(
-                params=ocp.args.StandardRestore(_abstract(state["params"]))))["params"]
+        params = candidates[best_step]
         if jax.process_index() == 0:
             _write_json(out_dir / "best_checkpoint.json",
                         {"step": best_step, "criterion": "held-out DPO loss", "scores": scores})

@@ -27,6 +27,12 @@ class StepOptions:
     label_smoothing: float = 0.0
     reference: str = "precomputed"  # DPO: "model" (frozen copy in the state) or "precomputed" (in the batch)
 
+    @classmethod
+    def from_config(cls, cfg) -> "StepOptions":
+        """From a TrainConfig."""
+        return cls(stage=cfg.stage, chunk=cfg.data.loss_chunk, beta=cfg.dpo.beta, loss_type=cfg.dpo.loss,
+                   label_smoothing=cfg.dpo.label_smoothing, reference=cfg.dpo.reference)
+
 
 def make_optimizer(learning_rate: float, total_steps: int, warmup_ratio: float, weight_decay: float,
                    max_grad_norm: float, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8):
@@ -106,6 +112,17 @@ def _total(stage: str, batch: dict):
     return jnp.float32(batch["input_ids"].shape[0] * batch["input_ids"].shape[1])
 
 
+def _accumulate(fn, batch: dict):
+    """Sum fn(micro_batch) over the leading micro-batch axis of `batch`, one micro-batch at a time (lax.scan)."""
+    first = jax.tree.map(lambda x: x[0], batch)
+    zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), jax.eval_shape(fn, first))
+
+    def body(acc, mb):
+        return jax.tree.map(jnp.add, acc, fn(mb)), None
+
+    return jax.lax.scan(body, zeros, batch)[0]
+
+
 def make_train_step(graphdef, tx: optax.GradientTransformation, schedule, opts: StepOptions):
     """step(state, batch) -> (state, metrics); state = {"params", "opt_state", "step"[, "ref_params"]}."""
     loss_fn = _sft_loss if opts.stage == "sft" else _dpo_loss
@@ -116,17 +133,11 @@ def make_train_step(graphdef, tx: optax.GradientTransformation, schedule, opts: 
         extra = (state["ref_params"],) if opts.stage == "dpo" and opts.reference == "model" else ()
         grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
 
-        def micro(carry, mb):
-            grads, sums = carry
+        def micro(mb):
             (_, aux), g = grad_fn(params, graphdef, mb, total, opts, *extra)
-            grads = jax.tree.map(jnp.add, grads, g)
-            sums = jax.tree.map(jnp.add, sums, aux)
-            return (grads, sums), None
+            return g, aux
 
-        first = jax.tree.map(lambda x: x[0], batch)
-        aux_shape = jax.eval_shape(lambda: grad_fn(params, graphdef, first, total, opts, *extra)[0][1])
-        zeros = (jax.tree.map(jnp.zeros_like, params), jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), aux_shape))
-        (grads, sums), _ = jax.lax.scan(micro, zeros, batch)
+        grads, sums = _accumulate(micro, batch)
         updates, opt_state = tx.update(grads, state["opt_state"], params)
         new_state = dict(state, params=optax.apply_updates(params, updates), opt_state=opt_state,
                          step=state["step"] + 1)
@@ -145,15 +156,7 @@ def make_eval_step(graphdef, opts: StepOptions):
     def evaluate(params, batch, ref_params=None):
         extra = (ref_params,) if opts.stage == "dpo" and opts.reference == "model" else ()
 
-        def micro(sums, mb):
-            _, aux = loss_fn(params, graphdef, mb, 1.0, opts, *extra)
-            return (aux if sums is None else jax.tree.map(jnp.add, sums, aux)), None
-
-        first = jax.tree.map(lambda x: x[0], batch)
-        sums, _ = micro(None, first)
-        rest = jax.tree.map(lambda x: x[1:], batch)
-        sums, _ = jax.lax.scan(micro, sums, rest)
-        return sums
+        return _accumulate(lambda mb: loss_fn(params, graphdef, mb, 1.0, opts, *extra)[1], batch)
 
     return evaluate
 
