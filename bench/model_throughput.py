@@ -1,25 +1,24 @@
-"""Forward+backward tokens/s: fusejax (jax.jit) vs transformers (PyTorch eager) on the same small Llama, same run.
+"""Forward + backward tokens/s: fusejax (jax.jit) vs transformers (PyTorch eager) on the same Llama, same process,
+repetitions interleaved. Two rows: the whole model with its LM head and a cross-entropy loss, and the transformer body
+alone (final hidden states, no LM head).
 
-Not a test. Prints both throughputs and their ratio. Usage: python bench/model_throughput.py [--layers 4 ...]
+Not a test. Usage: python bench/model_throughput.py [--layers 8 --hidden 512 ... --dtype float32 --iters 3]
 """
 
 from __future__ import annotations
 
 import argparse
-import tempfile
+import contextlib
+import sys
 
 import numpy as np
-from _timing import median_time as _time
+from _common import add_shape_args, cpu_model, describe, tiny_llama
+from _timing import interleaved
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--layers", type=int, default=4)
-    ap.add_argument("--hidden", type=int, default=256)
-    ap.add_argument("--vocab", type=int, default=4096)
-    ap.add_argument("--batch", type=int, default=4)
-    ap.add_argument("--seq", type=int, default=256)
-    ap.add_argument("--iters", type=int, default=5)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_shape_args(ap)
     args = ap.parse_args()
 
     import jax
@@ -28,47 +27,61 @@ def main() -> None:
     import torch
     from flax import nnx
 
-    from fusejax.models import load_hf
-    from fusejax.tiny import tiny_hf_model
+    from fusejax.models import RuntimeOptions, load_hf
 
-    hf = tiny_hf_model("llama", vocab_size=args.vocab, hidden_size=args.hidden, intermediate_size=4 * args.hidden,
-                       num_hidden_layers=args.layers, num_attention_heads=args.hidden // 32,
-                       num_key_value_heads=max(1, args.hidden // 64), head_dim=32, max_position_embeddings=4096)
-    hf.train()
-    d = tempfile.mkdtemp()
-    hf.save_pretrained(d)
+    hf, d = tiny_llama(args)
+    print(f"{cpu_model()}; torch {torch.__version__} ({torch.get_num_threads()} threads), jax {jax.__version__}")
+    print(describe(args, hf))
+    print("command: python bench/model_throughput.py " + " ".join(sys.argv[1:]), flush=True)
+    autocast = (torch.autocast("cpu", dtype=torch.bfloat16) if args.dtype == "bfloat16"
+                else contextlib.nullcontext())
     ids_np = np.random.default_rng(0).integers(0, args.vocab, (args.batch, args.seq))
     tokens = args.batch * args.seq
-
     ids_t = torch.tensor(ids_np)
 
-    def torch_step():
+    def torch_full():
         hf.zero_grad(set_to_none=True)
-        loss = hf(ids_t, labels=ids_t).loss
+        with autocast:
+            loss = hf(ids_t, labels=ids_t).loss
         loss.backward()
 
-    model, _ = load_hf(d)
+    def torch_body():
+        hf.zero_grad(set_to_none=True)
+        with autocast:
+            h = hf.model(ids_t).last_hidden_state
+        (h.float() ** 2).mean().backward()
+
+    model, _ = load_hf(d, options=RuntimeOptions(compute_dtype=args.dtype))
     graphdef, params = nnx.split(model)
     ids = jnp.asarray(ids_np)
 
     @jax.jit
-    def grad_step(params, ids):
+    def full_grad(params, ids):
         def loss_fn(p):
             logits = nnx.merge(graphdef, p)(ids)
             return optax.softmax_cross_entropy_with_integer_labels(logits[:, :-1], ids[:, 1:]).mean()
 
         return jax.value_and_grad(loss_fn)(params)
 
-    def jax_step():
-        jax.block_until_ready(grad_step(params, ids))
+    @jax.jit
+    def body_grad(params, ids):
+        def loss_fn(p):
+            h = nnx.merge(graphdef, p)(ids, return_hidden=True)
+            return (h.astype(jnp.float32) ** 2).mean()
 
-    print(f"Llama {args.layers} layers, hidden {args.hidden}, vocab {args.vocab}, batch {args.batch} x {args.seq}; "
-          f"torch threads {torch.get_num_threads()}, jax devices {jax.devices()[0].platform} x {len(jax.devices())}")
-    t_torch = _time(torch_step, 2, args.iters)
-    t_jax = _time(jax_step, 2, args.iters)
-    print(f"transformers+torch : {tokens / t_torch:10.0f} tokens/s  ({t_torch * 1e3:.0f} ms/step)")
-    print(f"fusejax (jax.jit)  : {tokens / t_jax:10.0f} tokens/s  ({t_jax * 1e3:.0f} ms/step)")
-    print(f"ratio fusejax / transformers: {t_torch / t_jax:.2f}x")
+        return jax.value_and_grad(loss_fn)(params)
+
+    rows = {}
+    for name, ours, theirs in (("forward + backward, whole model", full_grad, torch_full),
+                               ("forward + backward, body only (no LM head)", body_grad, torch_body)):
+        print(f"{name}: compiling and warming up", flush=True)
+        rows[name] = interleaved({"fusejax": lambda f=ours: jax.block_until_ready(f(params, ids)),
+                                  "torch": theirs}, 2, args.iters)
+    print(f"\n{cpu_model()}; {describe(args, hf)}")
+    for name, t in rows.items():
+        (w_ours, c_ours), (w_torch, c_torch) = t["fusejax"], t["torch"]
+        print(f"{name}: fusejax {tokens / w_ours:7.0f} tokens/s, transformers+torch {tokens / w_torch:7.0f} "
+              f"tokens/s, ratio {w_torch / w_ours:.2f}x (by CPU time {c_torch / c_ours:.2f}x)")
 
 
 if __name__ == "__main__":

@@ -10,6 +10,10 @@ Rules (shared/reference FACTS):
     kept only if gap_min <= chosen - rejected <= gap_max (inclusive, to 1e-9). Where several models qualify, the pair
     whose chosen response scores highest is used (the paper does not say; this favours the best source);
   - code prompts where every response fails are excluded from both sets.
+A dataset's own responses (OpenMathInstruct-2's Llama-3.1-405B solutions) are one more source model with one
+response per prompt: they can win SFT, but never form a DPO pair alone (a pair needs two responses of one model).
+Responses without a reward score (longer than the reward model reads, with reward.overlong: skip) are left out and
+counted in summary.json's responses_not_used.
 Ties are broken deterministically by (model name, sample index). Output in the training schema:
   sft.jsonl: {"id", "dataset", "domain", "model", "score", "messages": prompt + [assistant]}
   dpo.jsonl: {"id", "dataset", "domain", "model", "chosen_score", "rejected_score", "prompt", "chosen", "rejected"}
@@ -22,7 +26,7 @@ import hashlib
 from pathlib import Path
 
 from data_pipeline.config import BuildSpec, PipelineConfig
-from data_pipeline.sample import load_prompts, response_key as key
+from data_pipeline.sample import PROMPT_TOO_LONG, load_prompts, response_key as key
 from data_pipeline.store import read_parts, write_json_atomic, write_jsonl_atomic
 
 _EPS = 1e-9
@@ -94,13 +98,19 @@ def dpo_choice(domain: str, responses: list[dict], spec: BuildSpec) -> tuple[tup
 def build(cfg: PipelineConfig, out_dir: Path, log=print) -> dict:
     prompts = {p["id"]: p for p in load_prompts(out_dir)}
     texts = {key(r): r for r in read_parts(out_dir / "sample")}
-    scores = {key(r): r["score"] for r in read_parts(out_dir / "score")}
+    scored = {key(r): r for r in read_parts(out_dir / "score")}
     correct = {key(r): r["correct"] for r in read_parts(out_dir / "verify")}
     grouped = collections.defaultdict(list)
     missing = collections.Counter()
     for k, r in texts.items():
-        if k not in scores:
+        if r["finish_reason"] == PROMPT_TOO_LONG:
+            missing[f"prompt longer than {r['model']}'s context"] += 1
+            continue
+        if k not in scored:
             missing["unscored response"] += 1
+            continue
+        if scored[k]["score"] is None:
+            missing[f"no reward score: {scored[k].get('skipped', 'unknown reason')}"] += 1
             continue
         domain = prompts[r["prompt_id"]]["domain"] if r["prompt_id"] in prompts else None
         if domain is None:
@@ -112,7 +122,7 @@ def build(cfg: PipelineConfig, out_dir: Path, log=print) -> dict:
         if not r["text"].strip():
             missing["empty response"] += 1
             continue
-        grouped[r["prompt_id"]].append({**r, "score": scores[k], "correct": correct.get(k)})
+        grouped[r["prompt_id"]].append({**r, "score": scored[k]["score"], "correct": correct.get(k)})
 
     sft_rows, dpo_rows = [], []
     drops = collections.Counter()

@@ -1,4 +1,8 @@
-"""Stage 6, report: counts per dataset, domain, source model and stage, drop reasons, and plots."""
+"""Stage 6, report: counts per dataset, domain, source model and stage, drop reasons, and plots.
+
+summary.json: select (per dataset: rows read, prompts kept, each drop reason, the dataset's own responses),
+responses per source model by finish reason ("dataset" for a dataset's own), RM score means, responses over the
+reward model's length (truncated / skipped), verification outcomes, build's kept and dropped counts, SFT wins."""
 
 from __future__ import annotations
 
@@ -22,8 +26,15 @@ def report(cfg: PipelineConfig, out_dir: Path, log=print) -> dict:
     summary = json.loads((build_dir / "summary.json").read_text())
     select_report = json.loads((out_dir / "select" / "report.json").read_text())
     scores = collections.defaultdict(list)
+    overlong = collections.defaultdict(collections.Counter)  # model -> {"truncated": n, "skipped": n}
     for r in read_parts(out_dir / "score"):
-        scores[r["model"]].append(r["score"])
+        if r["score"] is not None:
+            scores[r["model"]].append(r["score"])
+        for k in ("truncated", "skipped"):
+            overlong[r["model"]][k] += k in r
+    responses = collections.defaultdict(collections.Counter)  # model -> finish reasons (incl. "dataset")
+    for r in read_parts(out_dir / "sample"):
+        responses[r["model"]][r["finish_reason"]] += 1
     dpo = list(read_jsonl(build_dir / "dpo.jsonl"))
     sft = list(read_jsonl(build_dir / "sft.jsonl"))
     verify = collections.Counter((r["detail"], r["correct"]) for r in read_parts(out_dir / "verify"))
@@ -69,7 +80,9 @@ def report(cfg: PipelineConfig, out_dir: Path, log=print) -> dict:
     result = {
         "select": select_report,
         "build": summary,
+        "responses_per_model": {m: dict(c) for m, c in sorted(responses.items())},
         "rm_score_mean": {m: sum(v) / len(v) for m, v in scores.items() if v},
+        "rm_over_max_length": {m: dict(c) for m, c in sorted(overlong.items()) if sum(c.values())},
         "verification": [{"detail": d, "correct": c, "count": n} for (d, c), n in sorted(verify.items(), key=str)],
         "sft_source_wins": {d: dict(c) for d, c in wins.items()},
         "plots": ["rm_scores.png", "dpo_gap.png", "sft_wins.png"],

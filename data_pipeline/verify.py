@@ -14,6 +14,7 @@ from pathlib import Path
 
 from data_pipeline import sandbox
 from data_pipeline.config import PipelineConfig
+from data_pipeline.harness import TestSpec, run_tests
 from data_pipeline.sample import pending_responses, write_response_part
 
 _FENCE = re.compile(r"```[ \t]*(python|py|python3)?[ \t]*\n(.*?)```", re.S | re.I)
@@ -38,7 +39,11 @@ def extract_code(response: str) -> str | None:
     return joined or None
 
 
-def code_correct(response: str, tests: str, limits: sandbox.Limits) -> tuple[bool, str]:
+def code_correct(response: str, tests: TestSpec | dict | str, limits: sandbox.Limits | None = None
+                 ) -> tuple[bool, str]:
+    """The response's code against the prompt's tests (a TestSpec, its dict, or a legacy string of asserts) through
+    the harness; the reason for a failure comes back as the detail."""
+    spec = tests if isinstance(tests, TestSpec) else TestSpec.from_dict(tests)
     code = extract_code(response)
     if code is None:
         return False, "no code block"
@@ -46,8 +51,8 @@ def code_correct(response: str, tests: str, limits: sandbox.Limits) -> tuple[boo
         compile(code, "<solution>", "exec")  # the static check
     except (SyntaxError, ValueError) as e:
         return False, f"does not compile: {type(e).__name__}"
-    result = sandbox.run_python(code + "\n\n" + tests + "\n", limits)
-    return result.passed, result.status if not result.passed else "passed"
+    verdict = run_tests(code, spec, limits)
+    return verdict.passed, verdict.reason
 
 
 def verify(cfg: PipelineConfig, out_dir: Path, shard: tuple[int, int] = (0, 1), log=print) -> dict:

@@ -8,9 +8,14 @@ import sys
 
 def _convert(args) -> None:
     from fusejax import checkpoint
-    from fusejax.models import load_hf, save_hf
+    from fusejax.models import load_hf
     from fusejax.sharding import make_mesh
 
+    if args.direction == "gguf-to-hf":
+        from fusejax.models.gguf import gguf_to_hf
+
+        print(f"wrote {gguf_to_hf(args.src, args.dst, dtype=args.dtype or 'float32')}")
+        return
     mesh = make_mesh() if args.mesh_all_devices else None
     if args.direction == "hf-to-orbax":
         checkpoint.ensure_empty_destination(args.dst)
@@ -18,9 +23,15 @@ def _convert(args) -> None:
         checkpoint.save_model(args.dst, model, step=0)
         print(f"wrote {args.dst} ({cfg.model_type}, {cfg.num_layers} layers, params {args.dtype})")
     else:
+        from fusejax import hub, storage
+
         model = checkpoint.load_model(args.src, step=args.step, mesh=mesh)
-        out = save_hf(model, args.dst, tokenizer_dir=args.tokenizer, dtype=args.dtype)
-        print(f"wrote {out}")
+        out = storage.save_hf_to(model, args.dst, tokenizer_dir=args.tokenizer, dtype=args.dtype)
+        print(f"wrote {args.dst}")
+        if args.push_to_hub:
+            url = hub.publish(out, args.push_to_hub, hub.checkpoint_train_config(args.src, args.step),
+                              private=args.private, eval_results=args.eval_results, base_model=args.base_model)
+            print(f"pushed {out} to the hub: {url}")
 
 
 def _tiny_assets(args) -> None:
@@ -43,9 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="fusejax", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
 
-    c = sub.add_parser("convert", help="HF safetensors <-> Orbax checkpoint")
-    c.add_argument("direction", choices=["hf-to-orbax", "orbax-to-hf"])
-    c.add_argument("src", help="HF model directory (hf-to-orbax) or checkpoint directory (orbax-to-hf)")
+    c = sub.add_parser("convert", help="HF safetensors <-> Orbax checkpoint; GGUF -> HF")
+    c.add_argument("direction", choices=["hf-to-orbax", "orbax-to-hf", "gguf-to-hf"])
+    c.add_argument("src", help="HF model directory (hf-to-orbax), checkpoint directory (orbax-to-hf) or .gguf "
+                                 "file or a directory with one (gguf-to-hf)")
     c.add_argument("dst", help="destination directory (must not exist or be empty)")
     c.add_argument("--tokenizer", help="orbax-to-hf: HF directory whose tokenizer files and chat template to copy")
     c.add_argument("--step", type=int, default=None, help="orbax-to-hf: checkpoint step (default: latest)")
@@ -54,19 +66,26 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: the dtype the model was published in)")
     c.add_argument("--mesh-all-devices", action="store_true",
                    help="shard over all local devices while converting (for models larger than one device)")
+    c.add_argument("--push-to-hub", metavar="ORG/NAME", default=None,
+                   help="orbax-to-hf: upload the HF directory with a generated model card (token: HF_TOKEN or login)")
+    c.add_argument("--private", action="store_true", help="--push-to-hub: create the repository private")
+    c.add_argument("--eval-results", default=None,
+                   help="--push-to-hub: `fusejax eval` results.json for the card (default: DST/eval/results.json)")
+    c.add_argument("--base-model", default=None, help="--push-to-hub: hub id of the starting model, for the card")
     c.set_defaults(func=_convert)
 
     # Subcommands with their own parsers (see main): listed here for --help.
     sub.add_parser("train", help="SFT / DPO training from a YAML config (same as train.py)")
     sub.add_parser("compile-check", help="ahead-of-time TPU compile of the train step: memory vs HBM")
+    sub.add_parser("eval", help="FuseEval's benchmarks for a model directory or hub id (vLLM, resumable)")
+    sub.add_parser("eval-compare", help="several `fusejax eval` runs side by side: Markdown table and PNG")
+    sub.add_parser("tpu", help="TPU slices: create, set up, launch, supervise through preemptions, delete")
 
     ta = sub.add_parser("tiny-assets", help="tiny random models, tokenizer, prompts and SFT/DPO JSONL (CPU runs)")
     ta.add_argument("out", nargs="?", default="runs/tiny/assets")
     ta.set_defaults(func=_tiny_assets)
 
-    d = sub.add_parser("demo", help="the whole recipe end to end on tiny random models (CPU)")
-    d.add_argument("--out", default=None, help="work directory (default: a temporary one)")
-    d.set_defaults(func=lambda a: __import__("fusejax.demo", fromlist=["main"]).main(a.out))
+    sub.add_parser("demo", help="model fusion end to end and measured, on tiny models (CPU, ~10 min)")
     return p
 
 
@@ -76,23 +95,32 @@ def main(argv: list[str] | None = None) -> int:
         from fusejax.training.loop import main as train_main
 
         return train_main(argv[1:])
+    if argv and argv[0] == "tpu":
+        from fusejax.tpu.cli import main as tpu_main
+
+        return tpu_main(argv[1:])
+    if argv and argv[0] in ("eval", "eval-compare"):
+        from fusejax.eval.cli import main as eval_main
+
+        return eval_main(argv)
     if argv and argv[0] == "compile-check":
         from fusejax.training.compile_check import main as check_main
 
         return check_main(argv[1:])
     if argv and argv[0] == "demo":
-        import os
+        from fusejax.demo import main as demo_main
 
-        os.environ.setdefault("JAX_PLATFORMS", "cpu")  # the demo is CPU-sized; skip probing for accelerators
+        return demo_main(argv[1:])
     args = build_parser().parse_args(argv)
     if args.command == "convert" and args.dtype is None and args.direction == "hf-to-orbax":
         args.dtype = "float32"
     from fusejax.models.config import ConfigError
+    from fusejax.hub import HubError
     from fusejax.models.hf_io import WeightsError
 
     try:
         args.func(args)
-    except (ConfigError, WeightsError, FileExistsError, FileNotFoundError) as e:
+    except (ConfigError, WeightsError, FileExistsError, FileNotFoundError, HubError) as e:
         print(f"fusejax: error: {e}", file=sys.stderr)
         return 2
     return 0

@@ -212,3 +212,92 @@ def tiny_pipeline_assets(root: str | Path) -> dict[str, Path]:
            "reward": tiny_reward_model(root / "reward")}
     out.update(tiny_prompt_sets(root / "prompts"))
     return out
+
+
+# ---------------------------------------------------------------- trainable tiny models (the demo's sources/target)
+
+# Chat formats of three model families, as small as a character-level vocabulary allows: the role names are single
+# tokens (learned merges), so a turn costs a few tokens. Different families get different templates and special
+# tokens, so that text is the only thing their models share.
+CHAT_STYLES = {
+    "llama3": dict(
+        template=CHAT_TEMPLATE, specials=["<|begin_of_text|>", "<|eot_id|>", "<|pad|>", "<|start_header_id|>",
+                                          "<|end_header_id|>"],
+        bos="<|begin_of_text|>", eos="<|eot_id|>", pad="<|pad|>"),
+    "chatml": dict(
+        template=("{% for message in messages %}"
+                  "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] | trim + '<|im_end|>\n' }}"
+                  "{% endfor %}"
+                  "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"),
+        specials=["<|endoftext|>", "<|im_start|>", "<|im_end|>"], bos=None, eos="<|im_end|>", pad="<|endoftext|>"),
+    "gemma": dict(
+        template=("{{ bos_token }}"
+                  "{% for message in messages %}"
+                  "{% set role = 'model' if message['role'] == 'assistant' else message['role'] %}"
+                  "{{ '<start_of_turn>' + role + '\n' + message['content'] | trim + '<end_of_turn>\n' }}"
+                  "{% endfor %}"
+                  "{% if add_generation_prompt %}{{ '<start_of_turn>model\n' }}{% endif %}"),
+        specials=["<bos>", "<end_of_turn>", "<pad>", "<start_of_turn>"], bos="<bos>", eos="<end_of_turn>",
+        pad="<pad>"),
+}
+FAMILY_STYLE = {"llama": "llama3", "qwen2": "chatml", "gemma2": "gemma"}
+
+
+def digit_tokenizer(out_dir: str | Path, style: str = "llama3", words: list[str] = ()):
+    """A byte-level BPE tokenizer whose only merges are whole words (role names and `words`): digits stay one token
+    each, which small models need to learn arithmetic. `style`: a CHAT_STYLES key. Saved to out_dir; returned."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    if style not in CHAT_STYLES:
+        raise ValueError(f"unknown chat style {style!r} (known: {', '.join(CHAT_STYLES)})")
+    s = CHAT_STYLES[style]
+    vocab = sorted({"user", "assistant", "system", "model", *words})
+    if any(ch.isdigit() for w in vocab for ch in w):
+        raise ValueError("digit_tokenizer: words must not contain digits (digits stay single tokens)")
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    alphabet = pre_tokenizers.ByteLevel.alphabet()
+    # Every word and its " word" form, merged completely: at most len(chars) - 1 merges per form.
+    corpus = [w for v in vocab for w in (v, " " + v)]
+    merges = sum(len(w) for w in corpus)
+    trainer = trainers.BpeTrainer(vocab_size=len(alphabet) + len(s["specials"]) + merges,
+                                  special_tokens=s["specials"], initial_alphabet=alphabet, show_progress=False)
+    tok.train_from_iterator(corpus * 4, trainer=trainer)
+    hf_tok = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=s["bos"], eos_token=s["eos"], pad_token=s["pad"])
+    hf_tok.chat_template = s["template"]
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    hf_tok.save_pretrained(out_dir)
+    return hf_tok
+
+
+def save_trainable_model(out_dir: str | Path, family: str, tokenizer, hidden_size: int = 128, num_layers: int = 2,
+                         intermediate_size: int | None = None, head_dim: int = 32, seed: int = 0,
+                         max_position_embeddings: int = 256) -> Path:
+    """A small HF causal LM of `family` with the library's standard initialisation (for training from scratch, not
+    for parity tests), the given tokenizer and a generation config that stops at its end-of-turn token."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    if hidden_size % head_dim:
+        raise ValueError(f"hidden_size {hidden_size} is not a multiple of head_dim {head_dim}")
+    heads = hidden_size // head_dim
+    ids = dict(bos_token_id=tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id,
+               eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    overrides = dict(vocab_size=len(tokenizer), hidden_size=hidden_size, num_hidden_layers=num_layers,
+                     intermediate_size=intermediate_size or 2 * hidden_size, num_attention_heads=heads,
+                     num_key_value_heads=heads, head_dim=head_dim, max_position_embeddings=max_position_embeddings,
+                     tie_word_embeddings=True, **ids)
+    if family == "llama":
+        overrides["rope_scaling"] = None
+    if family == "gemma2":
+        overrides.update(query_pre_attn_scalar=head_dim, sliding_window=max_position_embeddings // 2)
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(tiny_hf_config(family, **overrides)).eval()
+    out_dir = Path(out_dir)
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    (out_dir / "generation_config.json").write_text(json.dumps(ids, indent=2))
+    return out_dir

@@ -100,3 +100,7 @@ class RuntimeOptions:
     scan_layers: bool = True
     # Attention over blocks of this many queries (memory: scores for one block at a time); None: all at once.
     attention_query_chunk: int | None = None
+    # "xla": masked dot-product attention (the reference, and the CPU path); "splash": the Pallas TPU flash kernel
+    # (models/splash.py; interpret mode off TPU), no [T,S] scores in memory. Sequence a multiple of 128.
+    attention: Literal["xla", "splash"] = "xla"
+    splash_block: int = 512  # splash q/kv block: the largest of 1024/512/256/128 not above it that divides T

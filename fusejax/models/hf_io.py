@@ -85,7 +85,7 @@ class _SafetensorsReader:
         return tuple(self._handle(name).get_slice(name).get_shape())
 
     def get(self, name: str) -> np.ndarray:
-        with jax.default_device(jax.devices("cpu")[0]):
+        with jax.default_device(jax.local_devices(backend="cpu")[0]):  # this process's own CPU (multi-host)
             return np.asarray(self._handle(name).get_tensor(name))
 
 
@@ -226,11 +226,11 @@ def save_hf(
     if dtype not in _NP_DTYPES:
         raise ConfigError(f"save_hf: unsupported dtype '{dtype}' (use one of {sorted(_NP_DTYPES)})")
     out_dir = Path(out_dir)
-    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+    writer = jax.process_index() == 0  # the checks concern the writer's disk (other hosts may share it, or not)
+    if writer and out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise FileExistsError(f"{out_dir}: destination exists and is not an empty directory; refusing to overwrite")
-    if tokenizer_dir is not None and not Path(tokenizer_dir).is_dir():
+    if writer and tokenizer_dir is not None and not Path(tokenizer_dir).is_dir():
         raise FileNotFoundError(f"{tokenizer_dir}: tokenizer directory does not exist")
-    writer = jax.process_index() == 0
     tmp = None
     if writer:
         out_dir.parent.mkdir(parents=True, exist_ok=True)

@@ -20,9 +20,9 @@ import numpy as np
 from flax import nnx
 
 from fusejax.models.config import ModelConfig, RopeScaling, RuntimeOptions
+from fusejax.models.splash import SplashMask, splash_attention
+from fusejax.models.xla_attention import dot_product_attention
 from fusejax.sharding import constrain
-
-_MASK_VALUE = -0.7 * float(np.finfo(np.float32).max)
 
 
 def _init_param(rngs: nnx.Rngs, shape, axes, dtype, std: float | None) -> nnx.Param:
@@ -88,6 +88,9 @@ class Attention(nnx.Module):
         self.softcap = cfg.attn_logit_softcap
         self.cdtype = jnp.dtype(opts.compute_dtype)
         self.query_chunk = opts.attention_query_chunk
+        self.attention = opts.attention
+        self.splash_block = opts.splash_block
+        self.sliding_window = cfg.sliding_window
 
     def _project(self, proj: Proj, x: jax.Array, eq: str) -> jax.Array:
         y = jnp.einsum(eq, x, proj.kernel[...].astype(self.cdtype))  # x [X,D] -> [X,heads,H]
@@ -96,7 +99,8 @@ class Attention(nnx.Module):
         return y
 
     def __call__(self, x: jax.Array, cos: jax.Array, sin: jax.Array, mask: jax.Array) -> jax.Array:
-        """x [B,T,D]; cos, sin [B,T,H] float32; mask [B,T,S] bool (True = may attend)."""
+        """x [B,T,D]; cos, sin [B,T,H] float32; mask [B,T,S] bool (True = may attend), or with attention=splash
+        a SplashMask (the kernel builds its masks from segment ids and the layer's window)."""
         B, T, D = x.shape
         xf = x.reshape(B * T, D)
         q = self._project(self.q_proj, xf, "XD,DNH->XNH").reshape(B, T, -1, self.head_dim)
@@ -104,6 +108,12 @@ class Attention(nnx.Module):
         v = self._project(self.v_proj, xf, "XD,DKH->XKH").reshape(B, T, -1, self.head_dim)
         q = constrain(apply_rope(q, cos, sin), ("batch", "seq", "act_heads", None))
         k = constrain(apply_rope(k, cos, sin), ("batch", "seq", "act_heads", None))
+        if self.attention == "splash":  # mask is a SplashMask (segment ids, this layer's window)
+            out = splash_attention(q, k, v, mask.segment_ids, mask.window, scale=self.scale, softcap=self.softcap,
+                                   sliding_window=self.sliding_window, block=self.splash_block)  # [B,T,N,H]
+            out = jnp.einsum("XNH,NHD->XD", out.reshape(B * T, -1, self.head_dim),
+                             self.o_proj.kernel[...].astype(self.cdtype))
+            return out.reshape(B, T, D)
         K = self.num_kv_heads
         q = q.reshape(B, T, K, q.shape[2] // K, q.shape[3])  # [B,T,K,G,H]
         C = self.query_chunk
@@ -122,12 +132,7 @@ class Attention(nnx.Module):
 
     def _attend(self, q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array) -> jax.Array:
         """q [B,T,K,G,H], k/v [B,S,K,H], mask [B,T,S] -> [B,T,K,G,H]; float32 scores and softmax."""
-        scores = jnp.einsum("BTKGH,BSKH->BKGTS", q, k, preferred_element_type=jnp.float32) * self.scale
-        if self.softcap is not None:
-            scores = jnp.tanh(scores / self.softcap) * self.softcap
-        scores = jnp.where(mask[:, None, None], scores, _MASK_VALUE)
-        probs = jax.nn.softmax(scores, axis=-1).astype(self.cdtype)
-        return jnp.einsum("BKGTS,BSKH->BTKGH", probs, v)
+        return dot_product_attention(q, k, v, mask, scale=self.scale, softcap=self.softcap)
 
 
 class MLP(nnx.Module):
@@ -235,7 +240,10 @@ class Transformer(nnx.Module):
         def body(h, xs):
             state, window = xs
             layer = nnx.merge(graphdef, state)
-            mask = base_mask & ((window == 0) | (distance < window))[None]
+            if self.options.attention == "splash":
+                mask = SplashMask(segment_ids, window)
+            else:
+                mask = base_mask & ((window == 0) | (distance < window))[None]
             return layer(h, cos, sin, mask), None
 
         policy = {

@@ -55,6 +55,9 @@ class CompileReport:
     peak_bytes: int
     hbm_bytes: int
     compile_s: float
+    attention: str = "xla"
+    splash_block: int | None = None  # the splash kernels' block size, when attention is splash
+    vmem_limit_kib: int | None = None  # xla_tpu_scoped_vmem_limit_kib from LIBTPU_INIT_ARGS; None: libtpu default
 
     @property
     def fits(self) -> bool:
@@ -66,7 +69,36 @@ class CompileReport:
                 f"{self.global_batch} (accum {self.grad_accum}) x {self.max_length}: per device arguments "
                 f"{g(self.argument_bytes)}, temporaries {g(self.temp_bytes)}, peak {g(self.peak_bytes)} of "
                 f"{g(self.hbm_bytes)} HBM -> {'fits' if self.fits else 'DOES NOT FIT'} "
-                f"(compiled in {self.compile_s:.0f}s)")
+                f"(attention {self.attention}{self._kernel()}; compiled in {self.compile_s:.0f}s)")
+
+    def _kernel(self) -> str:
+        if self.attention != "splash":
+            return ""
+        vmem = f"{self.vmem_limit_kib} KiB" if self.vmem_limit_kib else "libtpu default"
+        return f", blocks {self.splash_block}, scoped VMEM limit {vmem}"
+
+
+def vmem_limit_kib() -> int | None:
+    """The scoped VMEM limit passed to libtpu (LIBTPU_INIT_ARGS=--xla_tpu_scoped_vmem_limit_kib=N), if any."""
+    for arg in os.environ.get("LIBTPU_INIT_ARGS", "").split():
+        if arg.startswith("--xla_tpu_scoped_vmem_limit_kib="):
+            return int(arg.split("=", 1)[1])
+    return None
+
+
+def largest_buffers(dump_dir: str | Path, n: int) -> list[str]:
+    """The n largest allocations of the compiled train step, from XLA's memory-usage report in `dump_dir`
+    (written with XLA_FLAGS=--xla_dump_to=DIR): size, then the shapes of the values that share the slot."""
+    reports = sorted(Path(dump_dir).glob("*jit_step*memory-usage-report.txt"))
+    if not reports:
+        return []
+    rows = []
+    for line in reports[-1].read_text().splitlines()[4:]:  # the default (HBM) memory space comes first
+        parts = [p.strip() for p in line.split(";")]
+        if len(parts) < 5:
+            break
+        rows.append(f"{parts[1]:>10}  {parts[4]}")
+    return rows[:n]
 
 
 def _quiet_libtpu() -> None:
@@ -92,8 +124,11 @@ def model_config_for(cfg, preset: str | None):
                       "pass --preset (one of fusejax.models.PRESETS)")
 
 
-def compile_step(cfg, model_cfg, devices, hbm_bytes: int, topology: str, model_name: str) -> CompileReport:
-    """Lower and compile the train step of `cfg` for `devices` (TPU topology devices or real ones)."""
+def compile_step(cfg, model_cfg, devices, hbm_bytes: int, topology: str, model_name: str,
+                 dump_dir: str | None = None) -> CompileReport:
+    """Lower and compile the train step of `cfg` for `devices` (TPU topology devices or real ones).
+
+    dump_dir: XLA writes the compiled step's buffer report there (see `largest_buffers`)."""
     import jax
     import jax.numpy as jnp
     from jax.sharding import NamedSharding, PartitionSpec as P
@@ -106,8 +141,9 @@ def compile_step(cfg, model_cfg, devices, hbm_bytes: int, topology: str, model_n
     mesh = make_mesh(cfg.mesh, devices=devices)
     options = cfg.model.runtime_options()
     graphdef, _, params = params_target(model_cfg, options, mesh)  # ShapeDtypeStructs in their shardings
-    tx, schedule = make_optimizer(cfg.optim.learning_rate, 1000, cfg.optim.warmup_ratio, cfg.optim.weight_decay,
-                                  cfg.optim.max_grad_norm)
+    o = cfg.optim
+    tx, schedule = make_optimizer(o.learning_rate, 1000, o.warmup_ratio, o.weight_decay, o.max_grad_norm, o.b1, o.b2,
+                                  o.eps, o.mu_dtype)
     opts = StepOptions.from_config(cfg)
     replicated = NamedSharding(mesh, P())
     opt_shapes = jax.eval_shape(tx.init, params)
@@ -130,7 +166,8 @@ def compile_step(cfg, model_cfg, devices, hbm_bytes: int, topology: str, model_n
     t0 = time.time()
     try:
         with jax.set_mesh(mesh):
-            compiled = jax.jit(step, donate_argnums=0).lower(state, batch).compile()
+            options = {"xla_dump_to": dump_dir, "xla_dump_hlo_module_re": "jit_step"} if dump_dir else None
+            compiled = jax.jit(step, donate_argnums=0).lower(state, batch).compile(compiler_options=options)
     except jax.errors.JaxRuntimeError as e:
         # The TPU compiler itself refuses programs that cannot fit in HBM.
         if "RESOURCE_EXHAUSTED" in str(e):
@@ -142,8 +179,14 @@ def compile_step(cfg, model_cfg, devices, hbm_bytes: int, topology: str, model_n
     temp = int(mem.temp_size_in_bytes)
     alias = int(mem.alias_size_in_bytes)
     peak = int(getattr(mem, "peak_memory_in_bytes", 0) or (args + out + temp - alias))
+    splash = cfg.model.attention == "splash"
+    if splash:
+        from fusejax.models.splash import block_size
+
+        block = block_size(L, cfg.model.splash_block)  # the block the kernels really use for this length
     return CompileReport(topology, len(devices), cfg.stage, model_name, cfg.train.global_batch_size, A, L, args, out,
-                         temp, alias, peak, hbm_bytes, time.time() - t0)
+                         temp, alias, peak, hbm_bytes, time.time() - t0, cfg.model.attention,
+                         block if splash else None, vmem_limit_kib() if splash else None)
 
 
 def tpu_devices(topology: str):
@@ -171,9 +214,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--topology", required=True, help=f"one of {', '.join(TOPOLOGIES)}")
     ap.add_argument("--preset", default=None, help="architecture preset (default: from model.path)")
     ap.add_argument("--json", default=None, help="also write the report as JSON to this file")
+    ap.add_argument("--buffers", type=int, default=0, metavar="N",
+                    help="also list the N largest allocations of the compiled step (where the memory goes)")
     ap.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.grad_accum_steps=16")
     args = ap.parse_args(argv)
     _quiet_libtpu()
+    dump_dir = None
+    if args.buffers:  # XLA writes its buffer report when it dumps the compiled module
+        import tempfile
+
+        dump_dir = tempfile.mkdtemp(prefix="fusejax-xla-dump-")
 
     from fusejax.models.config import ConfigError
     from fusejax.training.config import load_config
@@ -182,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load_config(args.config, args.overrides, check_paths=False)
         model_cfg, name = model_config_for(cfg, args.preset)
         devices, hbm = tpu_devices(args.topology)
-        report = compile_step(cfg, model_cfg, devices, hbm, args.topology, name)
+        report = compile_step(cfg, model_cfg, devices, hbm, args.topology, name, dump_dir)
     except ConfigError as e:
         print(f"fusejax: error: {e}", file=sys.stderr)
         return 2
@@ -194,6 +244,13 @@ def main(argv: list[str] | None = None) -> int:
                                                    "error": str(e), "hbm_bytes": hbm}, indent=2) + "\n")
         return 1
     print(report.line(), flush=True)
+    if dump_dir:
+        import shutil
+
+        print("largest allocations per device (arguments included; a slot may hold several values in turn):")
+        for row in largest_buffers(dump_dir, args.buffers):
+            print("  " + row)
+        shutil.rmtree(dump_dir, ignore_errors=True)
     if args.json:
         Path(args.json).write_text(json.dumps({**dataclasses.asdict(report), "fits": report.fits}, indent=2) + "\n")
     return 0 if report.fits else 1

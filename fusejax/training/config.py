@@ -25,10 +25,13 @@ class ModelSection:
     remat: Literal["none", "full", "dots"] = "full"
     scan_layers: bool = True
     attention_query_chunk: int | None = None  # e.g. 512: float32 attention scores for one query block at a time
+    attention: Literal["xla", "splash"] = "xla"  # splash: Pallas flash-attention kernel (TPU; README)
+    splash_block: int = 512
 
     def runtime_options(self) -> RuntimeOptions:
         return RuntimeOptions(param_dtype=self.param_dtype, compute_dtype=self.compute_dtype, remat=self.remat,
-                              scan_layers=self.scan_layers, attention_query_chunk=self.attention_query_chunk)
+                              scan_layers=self.scan_layers, attention_query_chunk=self.attention_query_chunk,
+                              attention=self.attention, splash_block=self.splash_block)
 
 
 @dataclasses.dataclass
@@ -52,6 +55,7 @@ class OptimSection:
     b1: float = 0.9
     b2: float = 0.999
     eps: float = 1e-8
+    mu_dtype: Literal["float32", "bfloat16"] = "float32"  # AdamW first moment; bfloat16 saves 2 bytes per parameter
 
 
 @dataclasses.dataclass
@@ -91,7 +95,9 @@ class TrainConfig:
     dpo: DPOSection = dataclasses.field(default_factory=DPOSection)
     checkpoint: CheckpointSection = dataclasses.field(default_factory=CheckpointSection)
     mesh: dict[str, int] = dataclasses.field(default_factory=lambda: {"fsdp": -1})
-    export_hf: str | None = None
+    export_hf: str | None = None  # HF directory for the final model: a local path or gs://bucket/dir
+    push_to_hub: str | None = None  # ORG/NAME: upload the export_hf directory with a generated model card
+    push_to_hub_private: bool = False
     peak_flops_per_device: float | None = None  # for the MFU estimate; default from the device kind
 
     @property
@@ -220,6 +226,10 @@ def validate(cfg: TrainConfig, check_paths: bool = True) -> None:
                           "cloud storage with checkpoint.dir: gs://...")
     if not cfg.model.path:
         raise ConfigError("model.path: required (HF directory, hub id or Orbax checkpoint)")
+    if cfg.push_to_hub and not cfg.export_hf:
+        raise ConfigError("push_to_hub: needs export_hf (the HF directory to upload)")
+    if cfg.push_to_hub and cfg.push_to_hub.count("/") != 1:
+        raise ConfigError(f"push_to_hub: expected ORG/NAME, got {cfg.push_to_hub!r}")
     if not cfg.data.train:
         raise ConfigError("data.train: required (JSONL/Parquet files or a hub dataset id)")
     for p in cfg.data.train + cfg.data.eval:
@@ -235,6 +245,12 @@ def validate(cfg: TrainConfig, check_paths: bool = True) -> None:
         raise ConfigError("optim.warmup_ratio: must be in [0, 1)")
     if cfg.data.max_length < 2:
         raise ConfigError("data.max_length: must be at least 2")
+    if cfg.model.attention == "splash":
+        if cfg.model.splash_block not in (128, 256, 512, 1024):
+            raise ConfigError(f"model.splash_block: must be 128, 256, 512 or 1024, got {cfg.model.splash_block}")
+        if cfg.data.max_length >= 128 and cfg.data.max_length % 128:
+            raise ConfigError(f"data.max_length ({cfg.data.max_length}): model.attention=splash needs a multiple "
+                              "of 128")
     if not 0 <= cfg.data.eval_fraction < 1:
         raise ConfigError("data.eval_fraction: must be in [0, 1)")
     if cfg.dpo.beta <= 0:
@@ -246,7 +262,7 @@ def validate(cfg: TrainConfig, check_paths: bool = True) -> None:
 
 def _looks_local(p: str) -> bool:
     """Hub ids look like 'org/name'; anything with a file suffix, ./, / or ~ is a local path."""
-    if p.startswith(("gs://", "s3://", "hf://")):
+    if "://" in p:  # gs://, s3://, hf://, memory://: read through fsspec (fusejax.storage)
         return False
     path = Path(p).expanduser()
     return p.startswith((".", "/", "~")) or path.suffix in (".jsonl", ".json", ".parquet", ".yaml") or path.exists()

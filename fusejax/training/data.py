@@ -1,11 +1,15 @@
 """Training data: read rows, validate them, tokenise with the target's chat template, and feed batches with grain.
 
-Schema (the published FuseChat-3.0 datasets use it):
+Schema (our pipeline's output and the published FuseChat-3.0 datasets):
   SFT:  {"messages": [{"role": "system"|"user"|"assistant", "content": str}, ...]}
-        loss on every assistant turn (its tokens plus the end-of-turn tokens the template emits after it).
+        or ShareGPT {"conversations": [{"from": "system"|"human"|"gpt", "value": str}, ...]}
+        (FuseAI/FuseChat-3.0-SFT-Data); loss on every assistant turn (its tokens plus the end-of-turn tokens the
+        template emits after it).
   DPO:  {"prompt": str | [messages], "chosen": str | {"role": "assistant", ...} | [messages],
          "rejected": same as chosen}
         When chosen/rejected are whole conversations, the prompt is their shared prefix (all but the last turn).
+        FuseAI/FuseChat-3.0-DPO-Data: prompt = [user message], chosen/rejected = [one assistant message].
+  A message is {role, content} or ShareGPT's {from, value} wherever messages are read.
 
 Policies: a row longer than data.max_length tokens is dropped and counted (truncation would cut the response and its
 end-of-turn token); rows with missing fields, unknown roles, empty or no assistant turn are skipped and counted with
@@ -23,9 +27,11 @@ from typing import Any, Iterable, Iterator
 
 import numpy as np
 
+from fusejax import storage
 from fusejax.models.config import ConfigError
 
 ROLES = {"system", "user", "assistant"}
+SHAREGPT_ROLES = {"human": "user", "gpt": "assistant", "system": "system"}  # ShareGPT's `from` -> role
 
 
 class RowError(ValueError):
@@ -57,11 +63,13 @@ class DataReport:
 
 def read_rows(sources: list[str], split: str = "train", report: DataReport | None = None,
               subset: str | None = None) -> Iterator[tuple[str, dict]]:
-    """(location, row) for every row of local JSONL/Parquet files or a hub dataset. Malformed JSON lines are counted
-    in `report` and skipped."""
-    for src in sources:
+    """(location, row) for every row of JSONL/Parquet files (local, or URLs such as gs://bucket/sft*.jsonl) or a hub
+    dataset. Malformed JSON lines are counted in `report` and skipped."""
+    for src in (local for s in sources for local in storage.localize(s)):  # gs://... -> a local copy per host
         path = Path(src)
-        if path.suffix in (".jsonl", ".json") and path.is_file():
+        if path.suffix == ".json" and path.is_file() and _starts_with_array(path):
+            yield from _json_array_rows(path, report)  # one JSON list of rows (LLaMA-Factory style train.json)
+        elif path.suffix in (".jsonl", ".json") and path.is_file():
             with path.open() as f:
                 for lineno, line in enumerate(f, 1):
                     if not line.strip():
@@ -94,28 +102,60 @@ def read_rows(sources: list[str], split: str = "train", report: DataReport | Non
                 yield f"{path.name}[{i}]", row
 
 
+def _starts_with_array(path: Path) -> bool:
+    with path.open() as f:
+        while char := f.read(1):
+            if not char.isspace():
+                return char == "["
+    return False
+
+
+def _json_array_rows(path: Path, report: DataReport | None) -> Iterator[tuple[str, dict]]:
+    try:
+        rows = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"data: {path}: invalid JSON ({e})") from None
+    for i, row in enumerate(rows):
+        if not isinstance(row, dict):
+            if report is not None:
+                report.rows += 1
+                report.skip("row is not a JSON object", f"{path.name}[{i}]")
+            continue
+        yield f"{path.name}[{i}]", row
+
+
 # ---------------------------------------------------------------- validation
+
+
+def _message(m: Any, field: str) -> dict:
+    """One message: {role, content}, or ShareGPT's {from: human|gpt|system, value}."""
+    if isinstance(m, dict) and "role" in m and "content" in m:
+        role, content = m["role"], m["content"]
+        if role not in ROLES:
+            raise RowError(f"unknown role '{role}'")
+    elif isinstance(m, dict) and "from" in m and "value" in m:
+        role = SHAREGPT_ROLES.get(m["from"])
+        content = m["value"]
+        if role is None:
+            raise RowError(f"unknown ShareGPT speaker '{m['from']}'")
+    else:
+        raise RowError(f"'{field}' has a message without role/content (or from/value)")
+    if not isinstance(content, str):
+        raise RowError(f"'{field}' has non-text content")
+    return {"role": role, "content": content}
 
 
 def _messages(value: Any, field: str) -> list[dict]:
     if not isinstance(value, list) or not value:
         raise RowError(f"'{field}' is not a non-empty list of messages")
-    out = []
-    for m in value:
-        if not isinstance(m, dict) or "role" not in m or "content" not in m:
-            raise RowError(f"'{field}' has a message without role/content")
-        if m["role"] not in ROLES:
-            raise RowError(f"unknown role '{m['role']}'")
-        if not isinstance(m["content"], str):
-            raise RowError(f"'{field}' has non-text content")
-        out.append({"role": m["role"], "content": m["content"]})
-    return out
+    return [_message(m, field) for m in value]
 
 
 def sft_messages(row: dict) -> list[dict]:
-    if "messages" not in row:
-        raise RowError("missing field 'messages'")
-    msgs = _messages(row["messages"], "messages")
+    field = "messages" if "messages" in row else "conversations" if "conversations" in row else None
+    if field is None:
+        raise RowError("missing field 'messages' (or ShareGPT 'conversations')")
+    msgs = _messages(row[field], field)
     assistant = [m for m in msgs if m["role"] == "assistant"]
     if not assistant:
         raise RowError("no assistant turn")

@@ -26,7 +26,7 @@ from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from fusejax import checkpoint as ckpt
-from fusejax.models import ModelConfig, load_hf, save_hf
+from fusejax.models import ModelConfig, load_hf
 from fusejax.models.config import ConfigError
 from fusejax.sharding import logical_to_spec, make_mesh
 from fusejax.training import data as data_lib
@@ -70,7 +70,11 @@ def flops_per_token(cfg: ModelConfig, seq_len: int) -> float:
 
 
 def _resolve(path_or_id: str, patterns: list[str]) -> str:
-    if Path(path_or_id).exists() or path_or_id.startswith("gs://"):
+    from fusejax import storage
+
+    if storage.is_url(path_or_id):  # an HF directory on gs://: a local copy on every host
+        return storage.localize_dir(path_or_id)
+    if Path(path_or_id).exists():
         return path_or_id
     from huggingface_hub import snapshot_download
 
@@ -93,6 +97,10 @@ def load_tokenizer(cfg: TrainConfig):
 def load_model(cfg: TrainConfig, mesh):
     options = cfg.model.runtime_options()
     path = cfg.model.path
+    from fusejax import storage
+
+    if storage.is_url(path) and not storage.exists(path.rstrip("/") + "/config.json"):
+        return ckpt.load_model(path, mesh=mesh, options=options)  # an Orbax checkpoint on gs://
     if Path(path).is_dir() and not (Path(path) / "config.json").exists():
         return ckpt.load_model(path, mesh=mesh, options=options)  # an Orbax checkpoint (e.g. the SFT run's)
     model, _ = load_hf(_resolve(path, ["*.safetensors", "*.json"]), dtype=cfg.model.param_dtype, mesh=mesh,
@@ -321,7 +329,7 @@ def run(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None) -
             f"{data_ways}: batches are replicated, not split, over those axes (slow)")
     tx, schedule = make_optimizer(cfg.optim.learning_rate, total_steps, cfg.optim.warmup_ratio,
                                   cfg.optim.weight_decay, cfg.optim.max_grad_norm, cfg.optim.b1, cfg.optim.b2,
-                                  cfg.optim.eps)
+                                  cfg.optim.eps, cfg.optim.mu_dtype)
 
     param_shardings = jax.tree.map(lambda x: x.sharding, params)
     opt_shardings = opt_state_shardings(jax.eval_shape(tx.init, params), param_shardings, NamedSharding(mesh, P()))
@@ -474,9 +482,18 @@ def _finish(cfg, mgr, graphdef, state, eval_examples, opts, pad_id, mesh, model_
                         {"step": best_step, "criterion": "held-out DPO loss", "scores": scores})
         log(f"best checkpoint: step {best_step}")
     if cfg.export_hf:
+        from fusejax import hub, storage
+
         model = nnx.merge(graphdef, params)
-        save_hf(model, cfg.export_hf, tokenizer_dir=_tokenizer_dir(cfg, tokenizer, out_dir))
+        local = storage.save_hf_to(model, cfg.export_hf, tokenizer_dir=_tokenizer_dir(cfg, tokenizer, out_dir),
+                                   staging=out_dir / "export_staging")  # used when export_hf is gs://...
         log(f"exported step {best_step} to {cfg.export_hf}")
+        if cfg.push_to_hub and jax.process_index() == 0:
+            try:
+                url = hub.publish(local, cfg.push_to_hub, to_dict(cfg), private=cfg.push_to_hub_private)
+            except hub.HubError as e:
+                raise hub.HubError(f"{e} (the export is complete in {local}; nothing else is lost)") from None
+            log(f"pushed {cfg.export_hf} to the hub: {url}")
     return best_step
 
 
@@ -490,6 +507,7 @@ def _tokenizer_dir(cfg: TrainConfig, tokenizer, out_dir: Path) -> str:
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
+    from fusejax.hub import HubError
     from fusejax.training.config import load_config
 
     ap = argparse.ArgumentParser(prog="train.py", description="SFT / DPO training (FuseChat-3.0 recipe)")
@@ -500,7 +518,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = load_config(args.config, args.overrides)
         result = run(cfg, resume=args.resume)
-    except (ConfigError, FileExistsError, FileNotFoundError) as e:
+    except (ConfigError, FileExistsError, FileNotFoundError, HubError) as e:
         print(f"fusejax: error: {e}", file=sys.stderr)
         return 2
     except TrainingDiverged as e:

@@ -26,17 +26,24 @@ class StepOptions:
     loss_type: str = "sigmoid"
     label_smoothing: float = 0.0
     reference: str = "precomputed"  # DPO: "model" (frozen copy in the state) or "precomputed" (in the batch)
+    # Micro-batch gradients of the layers' projection weights in this dtype (the compute dtype: the model casts
+    # those weights to it, so their gradients already have its precision); accumulated in float32.
+    micro_grad_dtype: str = "float32"
 
     @classmethod
     def from_config(cls, cfg) -> "StepOptions":
         """From a TrainConfig."""
         return cls(stage=cfg.stage, chunk=cfg.data.loss_chunk, beta=cfg.dpo.beta, loss_type=cfg.dpo.loss,
-                   label_smoothing=cfg.dpo.label_smoothing, reference=cfg.dpo.reference)
+                   label_smoothing=cfg.dpo.label_smoothing, reference=cfg.dpo.reference,
+                   micro_grad_dtype=cfg.model.compute_dtype)
 
 
 def make_optimizer(learning_rate: float, total_steps: int, warmup_ratio: float, weight_decay: float,
-                   max_grad_norm: float, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8):
+                   max_grad_norm: float, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
+                   mu_dtype: str = "float32"):
     """AdamW with linear warmup (ceil(ratio * steps), as HF) then cosine decay to 0; global-norm clipping.
+
+    mu_dtype: dtype of AdamW's first moment (bfloat16 halves it; the second moment stays float32).
 
     Returns (optimizer, schedule)."""
     total_steps = max(1, total_steps)
@@ -44,7 +51,8 @@ def make_optimizer(learning_rate: float, total_steps: int, warmup_ratio: float, 
     schedule = optax.warmup_cosine_decay_schedule(0.0 if warmup else learning_rate, learning_rate, warmup,
                                                   total_steps, end_value=0.0)
     clip = [optax.clip_by_global_norm(max_grad_norm)] if max_grad_norm and max_grad_norm > 0 else []
-    tx = optax.chain(*clip, optax.adamw(schedule, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay))
+    mu = None if mu_dtype == "float32" else jnp.dtype(mu_dtype)
+    tx = optax.chain(*clip, optax.adamw(schedule, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay, mu_dtype=mu))
     return tx, schedule
 
 
@@ -112,15 +120,34 @@ def _total(stage: str, batch: dict):
     return jnp.float32(batch["input_ids"].shape[0] * batch["input_ids"].shape[1])
 
 
-def _accumulate(fn, batch: dict):
-    """Sum fn(micro_batch) over the leading micro-batch axis of `batch`, one micro-batch at a time (lax.scan)."""
+def _accumulate(fn, batch: dict, like=None):
+    """Sum fn(micro_batch) over the leading micro-batch axis of `batch`, one micro-batch at a time (lax.scan).
+
+    `like`: a tree whose leaves' dtypes the sums take (e.g. float32 sums of bfloat16 micro-batch gradients)."""
     first = jax.tree.map(lambda x: x[0], batch)
-    zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), jax.eval_shape(fn, first))
+    shapes = jax.eval_shape(fn, first)
+    if like is not None:
+        shapes = (jax.tree.map(lambda s, p: jax.ShapeDtypeStruct(s.shape, p.dtype), shapes[0], like), *shapes[1:])
+    zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
 
     def body(acc, mb):
-        return jax.tree.map(jnp.add, acc, fn(mb)), None
+        return jax.tree.map(lambda a, x: a + x.astype(a.dtype), acc, fn(mb)), None
 
     return jax.lax.scan(body, zeros, batch)[0]
+
+
+def _cast_layer_weights(params, dtype):
+    """The decoder layers' projection weights and biases in `dtype`; norms, embeddings and lm_head unchanged.
+
+    The model casts exactly these to the compute dtype before use, so with dtype = compute dtype the forward pass
+    is unchanged. (Norm weights are used in float32; embeddings and lm_head sum gradients over several uses.)"""
+    def cast(path, x):
+        names = [str(getattr(k, "key", "")) for k in path]
+        if "layers" in names and not any("norm" in n for n in names) and jnp.issubdtype(x.dtype, jnp.floating):
+            return x.astype(dtype)
+        return x
+
+    return jax.tree_util.tree_map_with_path(cast, params)
 
 
 def make_train_step(graphdef, tx: optax.GradientTransformation, schedule, opts: StepOptions):
@@ -133,11 +160,15 @@ def make_train_step(graphdef, tx: optax.GradientTransformation, schedule, opts: 
         extra = (state["ref_params"],) if opts.stage == "dpo" and opts.reference == "model" else ()
         grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
 
+        # Cast once per step, outside the micro-batch loop (XLA hoists such a cast anyway): the micro-batch
+        # gradients of these weights then take half the memory of float32 ones.
+        micro_params = _cast_layer_weights(params, jnp.dtype(opts.micro_grad_dtype))
+
         def micro(mb):
-            (_, aux), g = grad_fn(params, graphdef, mb, total, opts, *extra)
+            (_, aux), g = grad_fn(micro_params, graphdef, mb, total, opts, *extra)
             return g, aux
 
-        grads, sums = _accumulate(micro, batch)
+        grads, sums = _accumulate(micro, batch, like=params)
         updates, opt_state = tx.update(grads, state["opt_state"], params)
         new_state = dict(state, params=optax.apply_updates(params, updates), opt_state=opt_state,
                          step=state["step"] + 1)

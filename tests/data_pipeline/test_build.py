@@ -92,3 +92,46 @@ def test_split_is_seeded_and_about_four_to_six():
     assert splits == [split_of(i, "instruction", SPEC, 0) for i in ids]
     assert abs(splits.count("sft") / len(ids) - 0.4) < 0.03
     assert splits != [split_of(i, "instruction", SPEC, 1) for i in ids]
+
+
+def _write_rows(path, rows):
+    import json
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+@pytest.mark.parametrize("sft_fraction", [1.0, 0.0])
+def test_a_dataset_response_is_one_more_source(tmp_path, sft_fraction):
+    """OpenMathInstruct-2's own 405B solution (one per prompt) can win SFT but never forms a DPO pair alone."""
+    from data_pipeline.build import build
+    from data_pipeline.config import DatasetSpec, PipelineConfig
+    from data_pipeline.select import dataset_response_rows
+
+    prompts = [{"id": pid, "dataset": "om", "domain": "math", "answer": "4",
+                "messages": [{"role": "user", "content": f"{pid}: 2 + 2?"}]} for pid in ("both", "only405b")]
+    _write_rows(tmp_path / "select" / "prompts.jsonl", prompts)
+    big = dataset_response_rows({"both": "It is 4.", "only405b": "Four: 4."}, "llama-3.1-405b-instruct")
+    _write_rows(tmp_path / "sample" / "llama-3.1-405b-instruct" / "part-dataset-om.jsonl", big)
+    qwen = [{"prompt_id": "both", "model": "qwen-math", "sample": i, "text": t, "num_tokens": 3,
+             "finish_reason": "stop"} for i, t in enumerate(["4", "5", "4!"])]
+    _write_rows(tmp_path / "sample" / "qwen-math" / "part-a.jsonl", qwen)
+    scores = {("both", "llama-3.1-405b-instruct", 0): 0.90, ("only405b", "llama-3.1-405b-instruct", 0): 0.7,
+              ("both", "qwen-math", 0): 0.85, ("both", "qwen-math", 1): 0.80, ("both", "qwen-math", 2): 0.5}
+    correct = {("both", "qwen-math", 1): False}
+    _write_rows(tmp_path / "score" / "part-a.jsonl", [
+        {"prompt_id": p, "model": m, "sample": s, "score": v} for (p, m, s), v in scores.items()])
+    _write_rows(tmp_path / "verify" / "part-a.jsonl", [
+        {"prompt_id": p, "model": m, "sample": s, "correct": correct.get((p, m, s), True), "detail": "math-verify"}
+        for p, m, s in scores])
+    cfg = PipelineConfig(datasets=[DatasetSpec(name="om", source="x", domain="math", prompt_field="q",
+                                               answer_field="a")],
+                         build=BuildSpec(sft_fraction={"math": sft_fraction}, gap_min=0.01, gap_max=0.1))
+    summary = build(cfg, tmp_path, log=lambda *_: None)
+    kept = {(k["stage"], k["model"]): k["count"] for k in summary["kept"]}
+    if sft_fraction == 1.0:
+        assert kept == {("sft", "llama-3.1-405b-instruct"): 2}  # highest correct score on both prompts
+    else:
+        assert kept == {("dpo", "qwen-math"): 1}  # 0.85 correct vs 0.80 incorrect, both from qwen-math
+        assert [(d["reason"], d["count"]) for d in summary["dropped"]] == [
+            ("dpo: no correct/incorrect pair within one model", 1)]

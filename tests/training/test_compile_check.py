@@ -29,6 +29,21 @@ def test_tiny_config_compiles_for_tpu(tiny_assets, tmp_path, stage, topology):
     assert report["argument_bytes"] >= 12 * n / report["devices"]
 
 
+def test_tiny_dpo_compiles_with_splash_for_tpu(tiny_assets, tmp_path, capsys):
+    """The Pallas kernel lowers for a TPU topology (Mosaic), inside the sharded train step; --buffers lists the
+    compiled program's largest allocations."""
+    out = tmp_path / "report.json"
+    rc = compile_check(["--config", "configs/train/tiny-dpo.yaml", "--topology", "v5e-4", "--json", str(out),
+                        "--buffers", "3", f"model.path={tiny_assets['model']}", "model.attention=splash"])
+    report = json.loads(out.read_text())
+    assert rc == 0 and report["fits"] and report["attention"] == "splash"
+    assert report["splash_block"] == 128  # max_length 128: one block of 128 (the configured 512 does not divide it)
+    text = capsys.readouterr().out
+    assert "attention splash, blocks 128" in text
+    listed = text.split("largest allocations per device")[1].strip().splitlines()[1:]
+    assert len(listed) == 3 and all("[" in row for row in listed)
+
+
 def test_unknown_topology_is_a_clear_error(tiny_assets, capsys):
     rc = compile_check(["--config", "configs/train/tiny-sft.yaml", "--topology", "v9-8",
                         f"model.path={tiny_assets['model']}"])

@@ -101,8 +101,9 @@ def test_bad_rows_are_counted_and_skipped(tiny_assets, tmp_path):
     assert run(cfg).status == "finished"
     report = json.loads((Path(cfg.output_dir) / "data_report.json").read_text())["train"]
     assert report["rows"] == len(good) + len(bad)
-    assert report["skipped"] == {"malformed JSON": 1, "missing field 'messages'": 1, "empty assistant turn": 1,
-                                 "unknown role 'robot'": 1, "no assistant turn": 1, "longer than max_length 128": 1}
+    assert report["skipped"] == {"malformed JSON": 1, "missing field 'messages' (or ShareGPT 'conversations')": 1,
+                                 "empty assistant turn": 1, "unknown role 'robot'": 1, "no assistant turn": 1,
+                                 "longer than max_length 128": 1}
     assert report["first_seen"]["malformed JSON"] == "mixed.jsonl:11"
 
 

@@ -65,6 +65,27 @@ def test_prompt_positions_get_zero_gradient(setup, tiny_assets):
     assert (g[w > 0] > 0).all()
 
 
+def test_chunk_recompute_does_not_change_values_or_gradients(setup, tiny_assets):
+    """The accelerator default (recompute each chunk's logits in the backward pass) and the CPU default (keep them)."""
+    tok, _, model, _, _ = setup
+    _, batch = _sft_batch(tiny_assets, tok, n=2)
+    ids, mask = jnp.asarray(batch["input_ids"]), jnp.asarray(batch["loss_mask"])
+    hidden = model(ids, return_hidden=True)
+    targets, weights = losses.shifted_targets(ids, mask, jnp.asarray(batch["segment_ids"]))
+
+    def loss(h, remat):
+        logp, correct = losses.target_logprobs(model, h, targets, chunk=64, remat=remat)
+        return -(logp * weights).sum(), correct
+
+    (a, ca), ga = jax.value_and_grad(loss, has_aux=True)(hidden, True)
+    (b, cb), gb = jax.value_and_grad(loss, has_aux=True)(hidden, False)
+    assert float(a) == pytest.approx(float(b), rel=1e-6)
+    np.testing.assert_allclose(np.asarray(ga), np.asarray(gb), atol=1e-6)
+    np.testing.assert_array_equal(np.asarray(ca), np.asarray(cb))
+    logits = np.asarray(model.logits(hidden))  # accuracy: the target is the argmax (no ties in float logits here)
+    np.testing.assert_array_equal(np.asarray(ca), logits.argmax(-1) == np.asarray(targets))
+
+
 def _torch_dpo(policy_w, policy_l, ref_w, ref_l, len_w, len_l, beta, kind, smoothing=0.0):
     """Independent reference: FACTS.md formula (ln) and plain DPO (sigmoid), label smoothing as in TRL."""
     if kind == "ln":

@@ -1,0 +1,5 @@
+import sys
+
+from fusejax.tpu.cli import main
+
+sys.exit(main())
